@@ -37,11 +37,26 @@ def open_db(home: str | Path | None = None) -> sqlite_utils.Database:
     path = resolve_home(home) / DB_NAME
     db = connect(path)
     if migrations.pending(db):
-        # Serialise concurrent first openers: the migration set is applied under a write lock.
-        db.execute("BEGIN IMMEDIATE")
-        db.execute("COMMIT")
-        migrations.apply(db)
+        migrate(db)
     return db
+
+
+def migrate(db: sqlite_utils.Database) -> None:
+    """Apply pending migrations, one opener at a time.
+
+    The whole set runs inside one BEGIN IMMEDIATE transaction (each migration becomes a savepoint
+    within it), so a concurrent first opener waits on busy_timeout and then finds nothing pending.
+    Taking the lock and releasing it before `apply` is not enough: two openers can both see a
+    migration pending ("table already exists"), and apply's deferred BEGIN that reads and then
+    writes fails with "database is locked" without waiting.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        migrations.apply(db)
+    except BaseException:
+        db.rollback()
+        raise
+    db.commit()
 
 
 def checkpoint(db: sqlite_utils.Database) -> None:

@@ -49,3 +49,135 @@ def m001_model_store(db):
         )
         """
     )
+
+
+@migrations()
+def m002_episodic(db):
+    """Skills and their tools, episodes, demonstrations (+ which runs used them), eval cases,
+    learning runs and gate reports. JSON columns hold canonical JSON text."""
+    db.execute(
+        """
+        CREATE TABLE skills (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            description TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE tools (
+            id INTEGER PRIMARY KEY,
+            skill_id INTEGER NOT NULL REFERENCES skills(id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            description TEXT NOT NULL DEFAULT '',
+            parameters TEXT NOT NULL,          -- JSON Schema object (OpenAI function format)
+            position INTEGER NOT NULL,         -- order in the skill pack
+            UNIQUE (skill_id, name)
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE episodes (
+            id INTEGER PRIMARY KEY,
+            skill_id INTEGER REFERENCES skills(id),
+            messages TEXT NOT NULL,            -- the conversation, JSON
+            tool_calls TEXT NOT NULL DEFAULT '[]',
+            answer TEXT,
+            outcome TEXT NOT NULL DEFAULT 'unknown' CHECK (outcome IN ('success', 'failure', 'unknown')),
+            note TEXT,
+            source TEXT NOT NULL CHECK (source IN ('live', 'taught', 'imported')),
+            model_version TEXT,                -- no FK: episodes outlive pruned versions
+            meta TEXT NOT NULL DEFAULT '{}',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX episodes_outcome ON episodes(outcome)")
+    db.execute(
+        """
+        CREATE TABLE demonstrations (
+            id INTEGER PRIMARY KEY,
+            skill_id INTEGER NOT NULL REFERENCES skills(id),
+            messages TEXT NOT NULL,            -- prefix up to the assistant turn to learn
+            tool_calls TEXT NOT NULL,          -- that turn's calls [{name, arguments}]
+            content TEXT,                      -- that turn's text
+            source TEXT NOT NULL CHECK (source IN ('live', 'taught', 'imported')),
+            episode_id INTEGER REFERENCES episodes(id) ON DELETE SET NULL,
+            provenance TEXT NOT NULL DEFAULT '{}',
+            fingerprint TEXT NOT NULL,         -- sha256 of (messages, tool_calls, content)
+            duplicates INTEGER NOT NULL DEFAULT 0,
+            prompt_text TEXT NOT NULL,         -- what recall matches: the user turns
+            calls_text TEXT NOT NULL,          -- and the calls (tool names, string arguments)
+            created_at TEXT NOT NULL,
+            UNIQUE (skill_id, fingerprint)
+        )
+        """
+    )
+    db.execute("CREATE INDEX demonstrations_episode ON demonstrations(episode_id)")
+    db["demonstrations"].enable_fts(
+        ["prompt_text", "calls_text"],
+        create_triggers=True,
+        tokenize="porter unicode61 remove_diacritics 2",
+    )
+    db.execute(
+        """
+        CREATE TABLE learn_runs (
+            id INTEGER PRIMARY KEY,
+            method TEXT NOT NULL,              -- sdft | sft | ...
+            skill TEXT,                        -- name; NULL = every skill with new demonstrations
+            status TEXT NOT NULL,
+            phase TEXT,
+            phases TEXT NOT NULL DEFAULT '[]', -- [{phase, at}] in order
+            config TEXT NOT NULL DEFAULT '{}',
+            metrics TEXT NOT NULL DEFAULT '{}',
+            base_version TEXT,
+            candidate_version TEXT,
+            error TEXT,
+            started_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            finished_at TEXT
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE demonstration_uses (
+            demonstration_id INTEGER NOT NULL REFERENCES demonstrations(id) ON DELETE CASCADE,
+            run_id INTEGER NOT NULL REFERENCES learn_runs(id) ON DELETE CASCADE,
+            at TEXT NOT NULL,
+            PRIMARY KEY (demonstration_id, run_id)
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute("CREATE INDEX demonstration_uses_run ON demonstration_uses(run_id)")
+    db.execute(
+        """
+        CREATE TABLE eval_cases (
+            id INTEGER PRIMARY KEY,
+            skill_id INTEGER NOT NULL REFERENCES skills(id),
+            messages TEXT NOT NULL,
+            expected TEXT NOT NULL,            -- BFCL possible answers
+            fingerprint TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            UNIQUE (skill_id, fingerprint)
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE gate_reports (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES learn_runs(id),
+            decision TEXT NOT NULL,
+            summary TEXT NOT NULL,
+            path TEXT,                         -- relative to <home>, or absolute
+            created_at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX gate_reports_run ON gate_reports(run_id)")

@@ -1,0 +1,40 @@
+# Quick start:   make demo   (the main job)      make test   (the test suite)
+#
+# torch: the CPU build torch==2.13.0 is installed into the venv unless a torch is already
+# importable there. Bring your own (e.g. CUDA) torch with SYSTEM_SITE=1 (the venv then sees the
+# system's packages) or TORCH='torch==2.x.y+cu12x' (any pip requirement).
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+SYSTEM_SITE ?= 0
+PY := $(VENV)/bin/python
+CLI := $(VENV)/bin/sdft-agent
+export HF_HUB_OFFLINE := 1
+
+.PHONY: install demo test test-slow lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(if $(filter 1,$(SYSTEM_SITE)),--system-site-packages) $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH)"
+	$(PY) -m pip install -e ".[dev]"
+	touch $@
+
+demo: install
+	$(CLI) models pull
+	$(CLI) ask "What is the capital of France?"
+
+test: install
+	$(PY) -m pytest
+
+test-slow: install
+	$(CLI) models pull
+	$(PY) -m pytest -m slow
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,1 @@
+"""Bundled skill packs (JSON) and the seeded generator that writes them (build_packs.py)."""

@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny models and a throwaway home folder per test."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny import build_tiny_model, build_tiny_tokenizer, save_tiny  # noqa: E402
+
+
+@pytest.fixture(params=["fallback", "native"])
+def template_kind(request):
+    return request.param
+
+
+@pytest.fixture
+def tiny_tokenizer():
+    return build_tiny_tokenizer("fallback")
+
+
+@pytest.fixture
+def tiny_native_tokenizer():
+    return build_tiny_tokenizer("native")
+
+
+@pytest.fixture
+def tiny_model(tiny_tokenizer):
+    return build_tiny_model(tiny_tokenizer)
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """An empty SDFT_AGENT_HOME for this test."""
+    h = tmp_path / "home"
+    monkeypatch.setenv("SDFT_AGENT_HOME", str(h))
+    return h
+
+
+@pytest.fixture
+def tiny_home(home, tmp_path):
+    """A home whose store holds a tiny model registered as base `tiny` and champion."""
+    from memory.models import ModelStore
+
+    save_tiny(tmp_path / "tiny-src")
+    store = ModelStore(home, quiet=True)
+    store.add_folder(tmp_path / "tiny-src", "tiny")
+    return home
