@@ -54,7 +54,7 @@ def m001_model_store(db):
 @migrations()
 def m002_episodic(db):
     """Skills and their tools, episodes, demonstrations (+ which runs used them), eval cases,
-    learning runs and gate reports. JSON columns hold canonical JSON text."""
+    learning runs and gate reports. JSON columns hold compact JSON text, key order kept."""
     db.execute(
         """
         CREATE TABLE skills (

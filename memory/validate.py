@@ -42,17 +42,19 @@ class ValidationError(ValueError):
         return ValidationError([f"{prefix}{e}" for e in self.errors])
 
 
-def dumps(value: Any, where: str) -> str:
-    """Canonical JSON (sorted keys, no spaces): one spelling per value, so equal means equal."""
+def dumps(value: Any, where: str, *, canonical: bool = False) -> str:
+    """Compact JSON for a column. Key order is kept (a schema's property order is what the model
+    is shown); `canonical` sorts keys, giving one spelling per value for fingerprints."""
     try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return json.dumps(value, sort_keys=canonical, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"{where}: not JSON-serialisable ({exc})") from None
 
 
 def fingerprint(*parts: Any) -> str:
-    """sha256 of the canonical JSON of `parts`: the identity used to store duplicates once."""
-    return hashlib.sha256(dumps(list(parts), "value").encode()).hexdigest()
+    """sha256 of the canonical JSON of `parts`: the identity used to store duplicates once
+    (so {"a": 1, "b": 2} and {"b": 2, "a": 1} are the same demonstration)."""
+    return hashlib.sha256(dumps(list(parts), "value", canonical=True).encode()).hexdigest()
 
 
 def _text(value: Any, where: str, errors: list[str], *, optional: bool = False) -> None:

@@ -48,7 +48,7 @@ def value_matches(value: Any, acceptable: Any) -> bool:
         return (
             isinstance(value, list)
             and len(value) == len(acceptable)
-            and all(value_matches(v, a) for v, a in zip(value, acceptable))
+            and all(value_matches(v, a) for v, a in zip(value, acceptable, strict=True))
         )
     if isinstance(acceptable, dict):
         return isinstance(value, dict) and _dict_error(value, acceptable) is None

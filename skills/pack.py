@@ -19,10 +19,11 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from memory.toolschema import ToolSchemaError, argument_errors, check_tool_schema
+from memory.toolschema import ToolSchemaError, check_tool_schema
+from memory.validate import ValidationError, check_demonstration
+from memory.validate import message_errors as memory_message_errors
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-ROLES = ("system", "user", "assistant", "tool")
 PACK_KEYS = ("name", "description", "tools", "demonstrations", "eval")
 DEMO_KEYS = ("messages", "tool_calls", "content")
 CASE_KEYS = ("messages", "expected")
@@ -117,72 +118,67 @@ def validate_pack(d: Any) -> list[str]:
         errors.append(f"name: must match {NAME_RE.pattern} (got {name!r})")
     if not isinstance(d.get("description"), str):
         errors.append("description: a string is required")
-    tools = _validate_tools(d.get("tools"), errors)
+    tools, broken = _validate_tools(d.get("tools"), errors)
     demos = d.get("demonstrations")
     if not isinstance(demos, list):
         errors.append("demonstrations: a list is required")
         demos = []
     for i, demo in enumerate(demos):
-        _validate_demo(demo, f"demonstrations[{i}]", tools, errors)
+        _validate_demo(demo, f"demonstrations[{i}]", str(name), tools, broken, errors)
     cases = d.get("eval")
     if not isinstance(cases, list):
         errors.append("eval: a list is required")
         cases = []
     for i, case in enumerate(cases):
-        _validate_case(case, f"eval[{i}]", tools, errors)
+        _validate_case(case, f"eval[{i}]", tools, broken, errors)
     _check_no_leak(demos, cases, errors)
     return errors
 
 
-def _validate_tools(tools: Any, errors: list[str]) -> dict[str, dict]:
-    """Check each tool schema; return the valid ones by name (for checking calls)."""
+def _validate_tools(tools: Any, errors: list[str]) -> tuple[dict[str, dict], set[str]]:
+    """Check each tool schema; return the valid ones by name (for checking calls) and the names
+    of the invalid ones (calls of those are not checked: the schema error is the one to fix)."""
     if not isinstance(tools, list) or not tools:
         errors.append("tools: a non-empty list is required")
-        return {}
+        return {}, set()
     by_name: dict[str, dict] = {}
+    broken: set[str] = set()
     for i, tool in enumerate(tools):
         try:
             flat = check_tool_schema(tool, where=f"tools[{i}]")
         except ToolSchemaError as exc:
             errors.append(str(exc))
+            fn = tool.get("function") or tool if isinstance(tool, dict) else {}
+            if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+                broken.add(fn["name"])
             continue
         if flat["name"] in by_name:
             errors.append(f"tools[{i}].name: duplicate tool name {flat['name']!r}")
         by_name[flat["name"]] = flat
-    return by_name
+    return by_name, broken
 
 
-def _validate_messages(messages: Any, where: str, errors: list[str]) -> None:
-    if not isinstance(messages, list) or not messages:
-        errors.append(f"{where}.messages: a non-empty list is required")
-        return
-    for j, m in enumerate(messages):
-        at = f"{where}.messages[{j}]"
-        if not isinstance(m, dict):
-            errors.append(f"{at}: expected an object, got {type(m).__name__}")
-            continue
-        role = m.get("role")
-        if role not in ROLES:
-            errors.append(f"{at}.role: must be one of {', '.join(ROLES)} (got {role!r})")
-        elif role == "system" and j != 0:
-            errors.append(f"{at}.role: a system message may only come first")
-        content = m.get("content")
-        if not isinstance(content, str) and not (role == "assistant" and m.get("tool_calls")):
-            errors.append(f"{at}.content: a string is required")
-    last = messages[-1]
-    if isinstance(last, dict) and last.get("role") not in ("user", "tool"):
-        errors.append(f"{where}.messages: must end with a user or tool message (the turn answered)")
+def conversation_errors(messages: Any, where: str = "messages") -> list[str]:
+    """Every reason `messages` cannot precede an assistant turn to learn or to judge: memory's
+    message rules (so whatever a pack holds, the memory accepts) plus "ends with user or tool"."""
+    errors = memory_message_errors(messages, where)
+    if not errors and messages[-1].get("role") not in ("user", "tool"):
+        errors.append(
+            f"{where}[{len(messages) - 1}].role: must be 'user' or 'tool', the turn the assistant "
+            f"answers (got {messages[-1].get('role')!r})"
+        )
+    return errors
 
 
-def _check_call(call: Any, at: str, tools: dict[str, dict], errors: list[str]) -> dict | None:
-    """Common shape of a call (demonstration or expected); return its tool when it names one."""
+def _check_call(call: Any, at: str, tools: dict[str, dict], broken: set[str], errors: list[str]) -> dict | None:
+    """Common shape of an expected call; return its tool when it names one of the pack."""
     if not isinstance(call, dict):
         errors.append(f"{at}: expected an object, got {type(call).__name__}")
         return None
     errors += [f"{at}.{k}: unknown field (known: name, arguments)" for k in call if k not in ("name", "arguments")]
     name = call.get("name")
     if name not in tools:
-        if tools:
+        if name not in broken:
             errors.append(f"{at}.name: {name!r} is not a tool of this pack (tools: {', '.join(tools)})")
         return None
     if not isinstance(call.get("arguments"), dict):
@@ -191,41 +187,43 @@ def _check_call(call: Any, at: str, tools: dict[str, dict], errors: list[str]) -
     return tools[name]
 
 
-def _validate_demo(demo: Any, where: str, tools: dict[str, dict], errors: list[str]) -> None:
+def _validate_demo(
+    demo: Any, where: str, skill: str, tools: dict[str, dict], broken: set[str], errors: list[str]
+) -> None:
+    """memory.validate's own demonstration check, so an installed pack is never refused."""
     if not isinstance(demo, dict):
         errors.append(f"{where}: expected an object, got {type(demo).__name__}")
         return
     errors += [f"{where}.{k}: unknown field (known: {', '.join(DEMO_KEYS)})" for k in demo if k not in DEMO_KEYS]
-    _validate_messages(demo.get("messages"), where, errors)
-    calls = demo.get("tool_calls", [])
-    content = demo.get("content")
-    if content is not None and not isinstance(content, str):
-        errors.append(f"{where}.content: must be a string when present")
-    if not isinstance(calls, list):
-        errors.append(f"{where}.tool_calls: a list is required")
-        return
-    if not calls and not content:
-        errors.append(f"{where}: needs tool_calls or content (the answer to learn)")
-    for k, call in enumerate(calls):
-        at = f"{where}.tool_calls[{k}]"
-        tool = _check_call(call, at, tools, errors)
-        if tool is not None:
-            errors += [f"{at}.{e}" for e in argument_errors(tool, call["arguments"])]
+    calls = demo.get("tool_calls")
+    skip = tuple(
+        f"{where}.tool_calls[{k}]"
+        for k, c in enumerate(calls if isinstance(calls, list) else [])
+        if isinstance(c, dict) and c.get("name") in broken
+    )
+    try:
+        check_demonstration(skill, tools, demo.get("messages"), calls, demo.get("content"), where)
+    except ValidationError as exc:
+        errors += [
+            e.replace("; add it with add_skill first", "")
+            for e in exc.errors
+            if not (skip and e.startswith(skip))
+        ]
 
 
-def _validate_case(case: Any, where: str, tools: dict[str, dict], errors: list[str]) -> None:
+def _validate_case(case: Any, where: str, tools: dict[str, dict], broken: set[str], errors: list[str]) -> None:
     if not isinstance(case, dict):
         errors.append(f"{where}: expected an object, got {type(case).__name__}")
         return
     errors += [f"{where}.{k}: unknown field (known: {', '.join(CASE_KEYS)})" for k in case if k not in CASE_KEYS]
-    _validate_messages(case.get("messages"), where, errors)
+    errors += conversation_errors(case.get("messages"), f"{where}.messages")
     expected = case.get("expected")
-    if not isinstance(expected, list):
-        errors.append(f"{where}.expected: a list of calls is required")
+    if not isinstance(expected, list) or not expected:
+        errors.append(f"{where}.expected: a non-empty list of calls is required")
         return
     for k, call in enumerate(expected):
         at = f"{where}.expected[{k}]"
-        tool = _check_call(call, at, tools, errors)
+        tool = _check_call(call, at, tools, broken, errors)
         if tool is not None:
             _validate_expected_args(call["arguments"], tool, f"{at}.arguments", errors)
 
@@ -265,7 +263,7 @@ def _validate_options(allowed: Any, schema: dict, at: str, errors: list[str], op
         errors.append(f"{at}: lists only \"\"; leave the argument out of expected instead")
     validator = Draft202012Validator(schema)
     for n, value in enumerate(allowed):
-        if value == "" and optional_ok:
+        if value == "":
             continue
         literal = _first_literal(value, f"{at}[{n}]", errors)
         if literal is _BAD:

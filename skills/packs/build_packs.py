@@ -370,7 +370,7 @@ def build_pack(name: str, description: str, tools: list[dict], specs: list[Spec]
             drawn.append((text, args, expected))
         else:
             raise RuntimeError(f"{name}/{tool}: could not draw {n_demo + n_eval} distinct samples")
-        for text, args, expected in drawn[:n_demo]:
+        for text, args, _expected in drawn[:n_demo]:
             demos.append({"messages": [{"role": "user", "content": text}],
                           "tool_calls": [{"name": tool, "arguments": args}]})
         for text, _args, expected in drawn[n_demo:]:

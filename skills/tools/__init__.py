@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 def implementation(pack_name: str) -> dict[str, Callable] | None:
     """The TOOLS of the bundled pack `pack_name`, or None when it has no implementation here."""
+    if not pack_name.isidentifier():
+        return None  # e.g. an imported BFCL pack such as "version_api.VersionApi.get_version"
     try:
         module = importlib.import_module(f"{__name__}.{pack_name}")
     except ModuleNotFoundError as exc:

@@ -1,0 +1,98 @@
+"""Every knob of a learning run, in one dataclass (DESIGN.md §3).
+
+Defaults follow the paper (Shenfeld et al. 2026) where it decides: forward KL, an EMA teacher
+with α = 0.02, the paper's teacher template, one on-policy sample per prompt at temperature 1.0,
+the first 3 completion tokens masked, AdamW without weight decay, cosine schedule with warmup,
+grad-norm clip 1.0, 2 epochs. The levers DESIGN.md lists for small models (forced tool-call
+opening, teacher-sampled rollouts, the "previous turn" template, fewer masked tokens) are here
+as fields, off by default; a later experiment decides them.
+
+SDFT and SFT share every field except the ones marked "SDFT only": same examples, same LoRA, same
+optimiser and schedule, so a comparison between the two differs only in the loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from learner.teacher_templates import TEMPLATES
+
+METHODS = ("sdft", "sft")
+TEACHERS = ("ema", "base", "live")
+DIVERGENCES = ("forward", "reverse", "jsd")
+
+
+@dataclass
+class LearnConfig:
+    method: str = "sdft"  # sdft | sft
+
+    # ---- LoRA (both methods) ---------------------------------------------------------------
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0  # 0: the teacher pass and the student pass see the same function
+    lora_targets: list[str] | str = "all-linear"  # every linear layer but the output head
+
+    # ---- optimiser and schedule (both methods) ---------------------------------------------
+    lr: float = 1e-4  # the paper's 5e-5 is for full fine-tuning; LoRA wants a larger step
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    epochs: int = 2
+    max_steps: int | None = None  # optimizer steps; caps epochs when set
+    batch_size: int = 4  # prompts per micro-batch per process
+    grad_accum: int = 1  # micro-batches per optimizer step
+    seed: int = 0
+
+    # ---- SDFT only -------------------------------------------------------------------------
+    teacher: str = "ema"  # ema (second adapter, EMA of the student) | base (adapter off) | live
+    ema_alpha: float = 0.02  # φ ← α·θ + (1−α)·φ after every optimizer step
+    divergence: str = "forward"  # forward KL(teacher‖student) | reverse KL(student‖teacher) | jsd
+    jsd_alpha: float = 0.5  # generalised JSD weight (0 = forward, 1 = reverse); divergence="jsd" only
+    teacher_template: str = "paper"  # paper | previous_turn | any registered template
+    skip_first: int = 3  # leading completion tokens never trained on (after any forced opening)
+    max_new_tokens: int = 128  # rollout length limit
+    temperature: float = 1.0
+    top_p: float = 1.0
+    force_tool_prefix: bool = False  # tool-call demonstrations: rollout opens with "<tool_call>"
+    teacher_rollout_fraction: float = 0.0  # λ: share of rollouts sampled from the teacher
+
+    # ---- memory / speed (both methods) -----------------------------------------------------
+    chunk_size: int = 64  # completion positions per full-vocabulary chunk in the loss
+    gradient_checkpointing: bool = False
+
+    extra: dict = field(default_factory=dict)  # free-form notes carried into the run record
+
+    def __post_init__(self):
+        checks = [
+            (self.method in METHODS, f"method must be one of {', '.join(METHODS)}"),
+            (self.teacher in TEACHERS, f"teacher must be one of {', '.join(TEACHERS)}"),
+            (self.divergence in DIVERGENCES, f"divergence must be one of {', '.join(DIVERGENCES)}"),
+            (self.teacher_template in TEMPLATES, f"teacher_template must be one of {', '.join(TEMPLATES)}"),
+            (0.0 <= self.jsd_alpha <= 1.0, "jsd_alpha must be in [0, 1]"),
+            (0.0 < self.ema_alpha <= 1.0, "ema_alpha must be in (0, 1]"),
+            (0.0 <= self.teacher_rollout_fraction <= 1.0, "teacher_rollout_fraction must be in [0, 1]"),
+            (self.skip_first >= 0, "skip_first must be 0 or more"),
+            (self.max_new_tokens >= 1, "max_new_tokens must be at least 1"),
+            (self.temperature >= 0.0, "temperature must be 0 (greedy) or more"),
+            (0.0 < self.top_p <= 1.0, "top_p must be in (0, 1]"),
+            (self.batch_size >= 1 and self.grad_accum >= 1, "batch_size and grad_accum must be at least 1"),
+            (self.epochs >= 1, "epochs must be at least 1"),
+            (self.max_steps is None or self.max_steps >= 1, "max_steps must be at least 1"),
+            (self.lr > 0, "lr must be positive"),
+            (self.chunk_size >= 1, "chunk_size must be at least 1"),
+            (0.0 <= self.warmup_ratio < 1.0, "warmup_ratio must be in [0, 1)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LearnConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown learn config field(s): {', '.join(unknown)}")
+        return cls(**d)

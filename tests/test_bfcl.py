@@ -1,0 +1,137 @@
+"""skills.bfcl: schema normalisation, and importing packs from the real BFCL v4 files."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from skills import bfcl
+from skills.bfcl import BfclError, import_bfcl, list_bfcl_functions, normalize_schema
+from skills.checker import check_calls
+from skills.pack import SkillPack, first_choice
+
+HAVE_BFCL = importlib.util.find_spec("bfcl_eval") is not None
+needs_bfcl = pytest.mark.skipif(not HAVE_BFCL, reason="pip install --no-deps bfcl-eval==2026.3.23")
+
+
+def test_normalize_schema_maps_bfcl_types_recursively():
+    schema = {
+        "type": "dict",
+        "required": ["type"],
+        "properties": {
+            "type": {"type": "string", "description": "a parameter called 'type' is left alone"},
+            "ratio": {"type": "float"},
+            "pair": {"type": "tuple", "items": {"type": "float"}},
+            "blob": {"type": "any", "description": "anything"},
+            "opts": {"type": "dict", "properties": {"deep": {"type": "array", "items": {"type": "dict", "properties": {}}}}},
+            "when": {"type": "string", "default": None},
+            "kind": {"type": "string", "enum": ["a", "b"], "default": None},
+        },
+    }
+    assert normalize_schema(schema) == {
+        "type": "object",
+        "required": ["type"],
+        "properties": {
+            "type": {"type": "string", "description": "a parameter called 'type' is left alone"},
+            "ratio": {"type": "number"},
+            "pair": {"type": "array", "items": {"type": "number"}},
+            "blob": {"description": "anything"},
+            "opts": {"type": "object", "properties": {"deep": {"type": "array", "items": {"type": "object", "properties": {}}}}},
+            "when": {"type": ["string", "null"], "default": None},
+            "kind": {"type": ["string", "null"], "enum": ["a", "b", None], "default": None},
+        },
+    }
+    assert schema["type"] == "dict"  # the input is not modified
+
+
+def test_missing_package_names_the_install_command(monkeypatch):
+    monkeypatch.setattr(bfcl, "PACKAGE", "bfcl_eval_not_installed_here")
+    with pytest.raises(BfclError, match=r"install it with: pip install --no-deps bfcl-eval==2026\.3\.23"):
+        list_bfcl_functions("live_multiple")
+
+
+@needs_bfcl
+def test_list_functions_counts_single_call_queries():
+    top = list_bfcl_functions("live_multiple")
+    assert top[:3] == [("Events_3_FindEvents", 84), ("Movies_3_FindMovies", 76), ("Music_3_LookupMusic", 62)]
+    counts = [c for _, c in top]
+    assert counts == sorted(counts, reverse=True)
+    assert sum(counts) == 1053  # every live_multiple query is a single call
+
+
+@needs_bfcl
+def test_unknown_category_lists_the_known_ones():
+    with pytest.raises(BfclError, match=r"no BFCL category 'live_nope' with answers \(known: .*live_multiple, "):
+        list_bfcl_functions("live_nope")
+
+
+@needs_bfcl
+def test_import_builds_a_valid_disjoint_pack():
+    pack = import_bfcl("live_multiple", function="Events_3_FindEvents", train=20, eval=10, seed=1)
+    assert isinstance(pack, SkillPack)
+    assert pack.name == "Events_3_FindEvents"
+    assert [t["name"] for t in pack.tools] == ["Events_3_FindEvents"]  # target only, no distractors
+    params = pack.tools[0]["parameters"]
+    assert params["type"] == "object" and params["required"] == ["event_type", "city"]
+    assert len(pack.demonstrations) == 20 and len(pack.eval) == 10
+    demo_msgs = {json.dumps(d["messages"]) for d in pack.demonstrations}
+    eval_msgs = {json.dumps(c["messages"]) for c in pack.eval}
+    assert len(demo_msgs) == 20 and len(eval_msgs) == 10 and not demo_msgs & eval_msgs
+    SkillPack.from_dict(pack.to_dict())  # round-trips through validation
+    for d in pack.demonstrations:
+        (call,) = d["tool_calls"]
+        assert call["name"] == "Events_3_FindEvents"
+        assert set(call["arguments"]) >= {"event_type", "city"}
+    for c in pack.eval:  # the ground truth's first choice is judged correct by the checker
+        calls = [{"name": e["name"], "arguments": first_choice(e["arguments"])} for e in c["expected"]]
+        assert check_calls(calls, c["expected"], pack.tools).correct
+
+
+@needs_bfcl
+def test_import_is_seeded():
+    a = import_bfcl(function="Movies_3_FindMovies", train=10, eval=5, seed=3)
+    b = import_bfcl(function="Movies_3_FindMovies", train=10, eval=5, seed=3)
+    c = import_bfcl(function="Movies_3_FindMovies", train=10, eval=5, seed=4)
+    assert a.dumps() == b.dumps()
+    assert a.demonstrations != c.demonstrations
+
+
+@needs_bfcl
+def test_demonstrations_take_first_values_and_omit_optional_arguments():
+    pack = import_bfcl(function="Music_3_LookupMusic", train=40, eval=0, seed=0)
+    truth = {
+        json.dumps(e["question"][0]): e["ground_truth"][0]["Music_3_LookupMusic"]
+        for e in bfcl.load_entries("live_multiple")
+        if "Music_3_LookupMusic" in e["ground_truth"][0]
+    }
+    omitted = 0
+    for d in pack.demonstrations:
+        gt = truth[json.dumps(d["messages"])]
+        assert d["tool_calls"][0]["arguments"] == {k: v[0] for k, v in gt.items() if "" not in v}
+        omitted += sum("" in v for v in gt.values())
+    assert omitted > 0  # the rule was exercised: BFCL marks 'dontcare' answers optional
+
+
+@needs_bfcl
+def test_system_messages_are_kept():
+    pack = import_bfcl(function="get_service_providers", train=15, eval=4, seed=0)
+    convs = [d["messages"] for d in pack.demonstrations] + [c["messages"] for c in pack.eval]
+    with_system = [m for m in convs if m[0]["role"] == "system"]
+    assert with_system, "get_service_providers has queries with a system message"
+    assert all([x["role"] for x in m] == ["system", "user"] for m in with_system)
+
+
+@needs_bfcl
+def test_too_few_queries_says_how_many_and_lists_top_functions():
+    with pytest.raises(BfclError) as info:
+        import_bfcl(function="Events_3_FindEvents", train=80, eval=10)
+    msg = str(info.value)
+    assert msg.startswith(
+        "'Events_3_FindEvents' has 82 usable single-call queries in live_multiple (84 in all); "
+        "asked for train 80 + eval 10 = 90. Functions with the most single-call queries: "
+        "Events_3_FindEvents (84), Movies_3_FindMovies (76), "
+    )
+    with pytest.raises(BfclError, match=r"^'no_such_fn' has 0 usable"):
+        import_bfcl(function="no_such_fn", train=1, eval=1)
