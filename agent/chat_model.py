@@ -1,0 +1,406 @@
+"""`LocalChatModel`: a langchain-core chat model over a model-store version.
+
+Every render and parse goes through `agent.prompt.PromptFormat`, so what this model sends to
+`generate` for a conversation is exactly what the learner's student sees for it. Tool calls come
+back as `AIMessage.tool_calls`; a call that cannot be executed (malformed JSON, unknown tool,
+arguments that break the schema) comes back in `invalid_tool_calls` with the reason, never as
+an exception. Local models get the tool-call parsing that langchain-huggingface's
+ChatHuggingFace lacks.
+
+    llm = LocalChatModel.from_store()                # the champion; follows promotions
+    ai = llm.bind_tools([multiply]).invoke("What is 6 times 7?")
+    ai.tool_calls  # [{"name": "multiply", "args": {"a": 6, "b": 7}, "id": "call_…", …}]
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models.base import LanguageModelInput
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    ChatMessage,
+    FunctionMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+from langchain_core.messages.tool import invalid_tool_call, tool_call, tool_call_chunk
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import ConfigDict, Field
+
+from agent.generate import generate_ids
+from agent.prompt import CALL_CLOSE, CALL_OPEN, Parsed, call_json
+from agent.runtime import Loaded, ModelRuntime, Pinned
+from memory.toolschema import function_schema, tool_name
+
+_ROLES = {"human": "user", "user": "user", "ai": "assistant", "assistant": "assistant",
+          "system": "system", "tool": "tool", "function": "tool"}
+_PASSTHROUGH_KWARGS = ("stream",)  # langchain-level switches that reach _generate; not ours
+
+
+# ---- message conversion (langchain <-> the project's message vocabulary) ----------------------
+
+def text_of(content: Any) -> str:
+    """The text of a message's content (a string, or content blocks of which text is kept)."""
+    if isinstance(content, str):
+        return content
+    parts = []
+    for block in content or []:
+        if isinstance(block, str):
+            parts.append(block)
+        elif isinstance(block, dict) and block.get("type") == "text":
+            parts.append(block.get("text", ""))
+    return "".join(parts)
+
+
+def to_dicts(messages: Sequence[BaseMessage]) -> list[dict]:
+    """langchain messages -> the project's message dicts (what PromptFormat renders and what
+    memory stores). An invalid call is kept as the raw block the model wrote, so a repair turn
+    shows the model its own mistake."""
+    out: list[dict] = []
+    names: dict[str | None, str] = {}
+    for m in messages:
+        if isinstance(m, AIMessage):
+            content = text_of(m.content)
+            raw = [f"{CALL_OPEN}\n{c.get('args') or ''}\n{CALL_CLOSE}" for c in m.invalid_tool_calls]
+            if raw:
+                content = "\n".join([content, *raw] if content else raw)
+            d: dict = {"role": "assistant", "content": content}
+            if m.tool_calls:
+                d["tool_calls"] = [{"name": c["name"], "arguments": c["args"]} for c in m.tool_calls]
+                names.update({c.get("id"): c["name"] for c in m.tool_calls})
+            out.append(d)
+        elif isinstance(m, (ToolMessage, FunctionMessage)):
+            d = {"role": "tool", "content": text_of(m.content)}
+            name = m.name or names.get(getattr(m, "tool_call_id", None))
+            if name:
+                d["name"] = name
+            out.append(d)
+        elif isinstance(m, (SystemMessage, HumanMessage, ChatMessage)):
+            role = _ROLES.get(m.role if isinstance(m, ChatMessage) else m.type)
+            if role is None:
+                raise ValueError(f"unsupported chat role {m.role!r}")
+            out.append({"role": role, "content": text_of(m.content)})
+        else:
+            raise ValueError(f"unsupported message type {type(m).__name__}")
+    return out
+
+
+def from_dicts(messages: Sequence[dict]) -> list[BaseMessage]:
+    """The project's message dicts -> langchain messages (call ids made up, results matched to
+    calls in order)."""
+    out: list[BaseMessage] = []
+    pending: list[str] = []
+    for m in messages:
+        role, content = m["role"], m.get("content") or ""
+        if role == "system":
+            out.append(SystemMessage(content))
+        elif role == "user":
+            out.append(HumanMessage(content))
+        elif role == "assistant":
+            calls = [tool_call(name=c["name"], args=c.get("arguments", {}), id=new_call_id())
+                     for c in m.get("tool_calls") or []]
+            pending = [c["id"] for c in calls]
+            out.append(AIMessage(content=content, tool_calls=calls))
+        elif role == "tool":
+            call_id = pending.pop(0) if pending else new_call_id()
+            out.append(ToolMessage(content, tool_call_id=call_id, name=m.get("name")))
+        else:
+            raise ValueError(f"unknown role {role!r}")
+    return out
+
+
+def new_call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+def tool_schemas(tools: Sequence[Any]) -> list[dict]:
+    """Flat OpenAI function schemas for langchain tools, Pydantic models, functions or dicts."""
+    return [function_schema(convert_to_openai_tool(t)) for t in tools]
+
+
+# ---- the chat model -------------------------------------------------------------------------
+
+@dataclass
+class _Call:
+    """One generation request, prepared: the model snapshot and exactly the ids it is fed."""
+
+    loaded: Loaded
+    tools: list[dict] | None
+    prompt_ids: list[int]
+    forced: str  # text forced after the prompt by tool_choice ("" when free)
+    forced_ids: list[int]
+    options: dict
+    stop: list[str] | None
+
+    @property
+    def input_ids(self) -> list[int]:
+        return self.prompt_ids + self.forced_ids
+
+
+class LocalChatModel(BaseChatModel):
+    """A local model (a model-store version) as a langchain-core chat model with tool calling.
+
+    `runtime` decides which weights serve: a `ModelRuntime` follows the champion alias (hot
+    reload between calls), a `Pinned` one stays put. `pinned()` freezes the current version,
+    which is how an agent episode keeps its model while a promotion happens.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    runtime: Any = Field(exclude=True)
+    max_new_tokens: int = 256
+    min_new_tokens: int = 0
+    temperature: float = 0.0
+    top_p: float = 1.0
+
+    @classmethod
+    def from_store(cls, home: str | Path | None = None, *, version: str | None = None,
+                   device: str | None = None, **fields) -> LocalChatModel:
+        """The champion of the store at `home` (or one named `version`), loaded on first use."""
+        return cls(runtime=ModelRuntime(home, version=version, device=device), **fields)
+
+    @classmethod
+    def from_model(cls, model, tokenizer, version: str = "local", **fields) -> LocalChatModel:
+        """An already loaded (model, tokenizer), e.g. in tests or notebooks."""
+        return cls(runtime=Pinned(Loaded.of(model, tokenizer, version)), **fields)
+
+    def pinned(self) -> LocalChatModel:
+        """A copy that serves the current version until dropped (for one episode)."""
+        return self.model_copy(update={"runtime": Pinned(self.runtime.current())})
+
+    @property
+    def version(self) -> str | None:
+        return self.runtime.version
+
+    @property
+    def _llm_type(self) -> str:
+        return "sdft-agent-local"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_version": self.runtime.version, "max_new_tokens": self.max_new_tokens,
+                "min_new_tokens": self.min_new_tokens, "temperature": self.temperature,
+                "top_p": self.top_p}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any):
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params.update(ls_provider="sdft-agent", ls_model_name=self.runtime.version or "unloaded",
+                      ls_max_tokens=kwargs.get("max_new_tokens", self.max_new_tokens),
+                      ls_temperature=kwargs.get("temperature", self.temperature))
+        return params
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | dict | bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Offer `tools` to the model (anything `convert_to_openai_tool` takes).
+
+        tool_choice: None/"auto" (the model decides), "none" (tools hidden), "any"/"required"/
+        True (a call is forced by starting the reply with the call opening), or a tool name /
+        {"type": "function", "function": {"name": …}} (that tool's call is forced).
+        """
+        formatted = [convert_to_openai_tool(t) for t in tools]
+        choice = _normalise_choice(tool_choice, [tool_name(t) for t in formatted])
+        if choice is not None:
+            kwargs["tool_choice"] = choice
+        return super().bind(tools=formatted, **kwargs)
+
+    # -- preparing and running one generation ----------------------------------------------
+
+    def prepare(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                **kwargs: Any) -> _Call:
+        """Snapshot the model and build the exact ids `generate` will be fed."""
+        for key in _PASSTHROUGH_KWARGS:
+            kwargs.pop(key, None)
+        for key in [k for k in kwargs if k.startswith("ls_")]:  # tracing hints from langchain
+            kwargs.pop(key)
+        tools = [function_schema(t) for t in kwargs.pop("tools", None) or []] or None
+        choice = kwargs.pop("tool_choice", None)
+        options = {k: kwargs.pop(k, getattr(self, k))
+                   for k in ("max_new_tokens", "min_new_tokens", "temperature", "top_p")}
+        if kwargs:
+            raise TypeError(f"LocalChatModel got unexpected arguments: {', '.join(sorted(kwargs))}")
+        loaded = self.runtime.current()
+        if choice == "none":
+            tools = None
+        forced = ""
+        if choice == "any":
+            forced = f"{CALL_OPEN}\n"
+        elif choice is not None and choice != "none":
+            forced = f"{CALL_OPEN}\n" + call_json({"name": choice, "arguments": {}})[: -len("{}}")]
+        fmt = loaded.fmt
+        prompt_ids = fmt.encode(to_dicts(messages), tools)
+        forced_ids = fmt.tokenizer(forced, add_special_tokens=False)["input_ids"] if forced else []
+        return _Call(loaded, tools, prompt_ids, forced, forced_ids, options, list(stop) if stop else None)
+
+    def _run(self, call: _Call, streamer=None, stopping_criteria=None) -> list[int]:
+        return generate_ids(call.loaded.model, call.loaded.fmt, call.input_ids, stop=call.stop,
+                            streamer=streamer, stopping_criteria=stopping_criteria, **call.options)
+
+    def _message(self, call: _Call, new_ids: list[int]) -> AIMessage:
+        fmt = call.loaded.fmt
+        text = call.forced + fmt.tokenizer.decode(new_ids, skip_special_tokens=True)
+        finish = "stop" if new_ids and new_ids[-1] == fmt.end_of_turn_id else "length"
+        for s in call.stop or []:
+            if s in text:
+                text, finish = text[: text.index(s)], "stop"
+        parsed = fmt.parse(text, call.tools or [])
+        n_in, n_out = len(call.prompt_ids), len(call.forced_ids) + len(new_ids)
+        return AIMessage(
+            content=parsed.content,
+            tool_calls=[tool_call(name=c["name"], args=c["arguments"], id=new_call_id()) for c in parsed.calls],
+            invalid_tool_calls=_invalid(parsed),
+            usage_metadata={"input_tokens": n_in, "output_tokens": n_out, "total_tokens": n_in + n_out},
+            response_metadata={"model_name": call.loaded.version, "model_version": call.loaded.version,
+                               "finish_reason": finish},
+        )
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        call = self.prepare(messages, stop, **kwargs)
+        message = self._message(call, self._run(call))
+        return ChatResult(generations=[ChatGeneration(message=message)],
+                          llm_output={"model_version": call.loaded.version})
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        """Text as it is generated; tool-call blocks are held back and arrive, parsed, in the
+        last chunk (with usage and metadata). Merged chunks carry the calls as langchain parses
+        tool_call_chunks, which keeps no schema errors: callers that need them validate the
+        calls (the agent loop does) or use invoke."""
+        call = self.prepare(messages, stop, **kwargs)
+        tokens: queue.Queue = queue.Queue()
+        cancel = threading.Event()
+        result: dict = {}
+
+        def work():
+            try:
+                result["ids"] = self._run(call, streamer=_QueueStreamer(tokens),
+                                          stopping_criteria=_cancellable(cancel))
+            except BaseException as exc:  # re-raised in the caller's thread
+                result["error"] = exc
+            finally:
+                tokens.put(None)
+
+        thread = threading.Thread(target=work, name="local-chat-generate", daemon=True)
+        thread.start()
+        decode = call.loaded.fmt.tokenizer.decode
+        new: list[int] = []
+        shown = ""
+        try:
+            while (ids := tokens.get()) is not None:
+                new.extend(ids)
+                visible = _visible(call.forced + decode(new, skip_special_tokens=True), call.stop)
+                if len(visible) > len(shown) and visible.startswith(shown):
+                    delta, shown = visible[len(shown):], visible
+                    yield ChatGenerationChunk(message=AIMessageChunk(content=delta))
+        finally:
+            cancel.set()
+            thread.join()
+        if "error" in result:
+            raise result["error"]
+        final = self._message(call, result["ids"])
+        rest = final.content[len(shown):] if final.content.startswith(shown) else ""
+        chunks = [tool_call_chunk(name=c["name"], args=json.dumps(c["args"], ensure_ascii=False),
+                                  id=c["id"], index=i) for i, c in enumerate(final.tool_calls)]
+        chunks += [tool_call_chunk(name=c["name"], args=c["args"], id=c["id"], index=len(chunks) + i)
+                   for i, c in enumerate(final.invalid_tool_calls)]
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(content=rest, tool_call_chunks=chunks, usage_metadata=final.usage_metadata,
+                                   response_metadata=final.response_metadata, chunk_position="last"),
+            generation_info={"finish_reason": final.response_metadata["finish_reason"]},
+        )
+
+
+def _invalid(parsed: Parsed) -> list:
+    return [invalid_tool_call(name=c.name, args=c.raw, id=new_call_id(), error=c.error) for c in parsed.invalid]
+
+
+def _normalise_choice(choice: Any, names: list[str]) -> str | None:
+    """'any', 'none', a tool name, or None (auto)."""
+    if choice in (None, "auto", False):
+        return None
+    if choice in ("any", "required", True):
+        return "any"
+    if choice == "none":
+        return "none"
+    if isinstance(choice, dict):
+        choice = (choice.get("function") or choice).get("name")
+    if not isinstance(choice, str) or choice not in names:
+        raise ValueError(f"tool_choice {choice!r} is not one of the bound tools ({', '.join(names) or 'none'})")
+    return choice
+
+
+def _visible(text: str, stop: list[str] | None) -> str:
+    """The streamable part of generated text: before any tool-call block or stop string, minus
+    a tail that could still turn into one, and without surrounding whitespace (as parse gives)."""
+    cut = text.find(CALL_OPEN)
+    if cut >= 0:
+        text = text[:cut]
+    for s in stop or []:
+        if s in text:
+            text = text[: text.index(s)]
+    for marker in [CALL_OPEN, *(stop or [])]:
+        for n in range(min(len(marker) - 1, len(text)), 0, -1):
+            if text.endswith(marker[:n]):
+                text = text[:-n]
+                break
+    return text.rstrip("\ufffd").strip()  # an unfinished multi-byte character waits too
+
+
+class _QueueStreamer:
+    """A transformers streamer that hands new token ids to another thread (prompt skipped)."""
+
+    def __init__(self, q: queue.Queue):
+        self.q = q
+        self.prompt_seen = False
+
+    def put(self, value) -> None:
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        self.q.put(value.reshape(-1).tolist())
+
+    def end(self) -> None:
+        pass
+
+
+def _cancellable(event: threading.Event):
+    """Stopping criteria that end generation once the stream's consumer has gone away."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class Cancelled(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([Cancelled()])

@@ -1,0 +1,300 @@
+"""The agent loop: one question -> (recall, generate, validate, run tools, feed back)* -> answer.
+
+An episode, step by step:
+1. Pin the model: the chat model's current version serves the whole episode (a promotion during
+   it takes effect at the next episode).
+2. Recall: up to k similar demonstrations from memory go in front of the question as earlier
+   exchanges (user -> assistant tool call). k=0 turns this off (evaluation runs without it).
+3. Generate; check every call against the tool schemas. Valid calls run (tools.execute: errors
+   and oversized outputs become text), and the results go back as tool messages.
+4. Invalid calls (malformed JSON, unknown tool, wrong argument types) are answered with an
+   error tool message: one repair turn. Invalid again -> the episode fails, clearly.
+5. Stop at a reply with no calls (the answer) or at the turn limit (a failure).
+The episode is recorded through EpisodeRecorder with the version that produced it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from langchain_core.callbacks import CallbackManager
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+
+from agent.chat_model import LocalChatModel, from_dicts, text_of, to_dicts
+from agent.recorder import EPISODE_TAG, EpisodeRecorder
+from agent.tools import (
+    MAX_OUTPUT_CHARS,
+    Tool,
+    as_tools,
+    call_error,
+    execute,
+    neutralise,
+    special_markers,
+    validate_calls,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AgentConfig:
+    max_turns: int = 6  # model calls per episode, the repair turn included
+    recall_k: int = 3  # demonstrations recalled into the context; 0 = none (evaluation)
+    repair_turns: int = 1  # turns that show the model its invalid call before failing
+    max_tool_output_chars: int = MAX_OUTPUT_CHARS
+    system: str | None = None  # None: the prompt format's default (what the learner trains on)
+
+
+@dataclass
+class Episode:
+    """What happened for one question; `id` is its row in memory (None when not recorded)."""
+
+    question: str
+    model_version: str
+    skill: str | None = None
+    messages: list[dict] = field(default_factory=list)  # the conversation, recall excluded
+    tool_calls: list[dict] = field(default_factory=list)  # executed [{"name", "arguments"}]
+    tool_results: list[dict] = field(default_factory=list)  # [{"name", "arguments", "content", "status"}]
+    invalid_calls: list[dict] = field(default_factory=list)  # [{"turn", "name", "raw", "error"}]
+    answer: str | None = None
+    status: str = "running"  # answered | failed | turn_limit
+    error: str | None = None
+    recalled: list[int] = field(default_factory=list)  # demonstration ids put in the context
+    turns: int = 0
+    usage: dict = field(default_factory=lambda: {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0})
+    id: int | None = None
+
+    @property
+    def outcome(self) -> str:
+        """The memory outcome before anyone judges it: failures are known, answers are not."""
+        return "unknown" if self.status == "answered" else "failure"
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "outcome": self.outcome}
+
+    def record(self) -> dict:
+        """The dict the recorder writes (memory.record_episode's arguments)."""
+        return {
+            "messages": self.messages,
+            "tool_calls": self.tool_calls,
+            "answer": self.answer,
+            "outcome": self.outcome,
+            "skill": self.skill,
+            "model_version": self.model_version,
+            "meta": {"status": self.status, "error": self.error, "turns": self.turns,
+                     "recalled": self.recalled, "invalid_calls": self.invalid_calls,
+                     "tool_results": [{k: r[k] for k in ("name", "status", "truncated")} for r in self.tool_results],
+                     "usage": self.usage},
+        }
+
+
+def demonstration_messages(demos: Sequence[dict]) -> list[dict]:
+    """Recalled demonstrations as earlier exchanges: their conversation, then the demonstrated
+    assistant turn (system messages dropped: only the real conversation may have one)."""
+    out: list[dict] = []
+    for d in demos:
+        out += [m for m in d["messages"] if m["role"] != "system"]
+        turn: dict = {"role": "assistant", "content": d.get("content") or ""}
+        if d.get("tool_calls"):
+            turn["tool_calls"] = [{"name": c["name"], "arguments": c["arguments"]} for c in d["tool_calls"]]
+        out.append(turn)
+    return out
+
+
+class Agent:
+    """Answers questions with `llm` and `tools`; remembers and learns through `memory`.
+
+    tools: langchain tools, (schema, callable) pairs, schema dicts (callable but not runnable
+    here), or agent.tools.Tool. memory: a memory.store.Memory, or None to neither recall nor
+    record.
+    """
+
+    def __init__(
+        self,
+        llm: LocalChatModel,
+        tools: Sequence[Any] = (),
+        *,
+        memory=None,
+        skill: str | None = None,
+        config: AgentConfig | None = None,
+        callbacks: Sequence[Any] = (),
+    ):
+        self.llm = llm
+        self.tools: list[Tool] = as_tools(tools)
+        self.memory = memory
+        self.skill = skill
+        self.config = config or AgentConfig()
+        self.callbacks = list(callbacks)
+        self.recorder = EpisodeRecorder(memory) if memory is not None else None
+        self.last: Episode | None = None
+
+    @property
+    def schemas(self) -> list[dict]:
+        return [t.schema for t in self.tools]
+
+    # -- one episode ----------------------------------------------------------------------------
+
+    def run(self, question: str, *, recall: int | None = None, skill: str | None = None,
+            callbacks: Sequence[Any] = ()) -> Episode:
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError("the question is empty")
+        cfg = self.config
+        llm = self.llm.pinned()
+        skill = skill or self.skill
+        episode = Episode(question=question, model_version=llm.version, skill=skill)
+        k = cfg.recall_k if recall is None else recall
+        demos = self.memory.recall(question, k=k, skill=skill) if self.memory is not None and k > 0 else []
+        episode.recalled = [d["id"] for d in demos]
+        context: list[BaseMessage] = [SystemMessage(cfg.system)] if cfg.system else []
+        context += from_dicts(demonstration_messages(demos))
+        convo: list[BaseMessage] = [HumanMessage(question)]
+
+        handlers = [*([self.recorder] if self.recorder else []), *self.callbacks, *callbacks]
+        manager = CallbackManager.configure(inheritable_callbacks=handlers, local_tags=[EPISODE_TAG])
+        run = manager.on_chain_start(
+            {"name": "agent_episode"},
+            {"question": question, "skill": skill, "messages": to_dicts(context[:1] if cfg.system else []) + to_dicts(convo)},
+            name="agent_episode",
+        )
+        try:
+            self._loop(llm, episode, context, convo, {"callbacks": run.get_child()})
+        except BaseException as exc:
+            run.on_chain_error(exc)
+            raise
+        if cfg.system:
+            convo.insert(0, context[0])
+        episode.messages = to_dicts(convo)
+        run.on_chain_end(episode.record())
+        if self.recorder is not None:
+            episode.id = self.recorder.episode_ids.get(run.run_id)
+            if episode.id is None and run.run_id in self.recorder.errors:
+                log.warning("episode not recorded: %s", self.recorder.errors[run.run_id])
+        self.last = episode
+        return episode
+
+    def _loop(self, llm: LocalChatModel, episode: Episode, context: list[BaseMessage],
+              convo: list[BaseMessage], config: dict) -> None:
+        cfg = self.config
+        bound = llm.bind_tools(self.schemas) if self.tools else llm
+        by_name = {t.name: t for t in self.tools}
+        markers = special_markers(llm.runtime.current().tokenizer)
+        repairs = 0
+        for turn in range(1, cfg.max_turns + 1):
+            episode.turns = turn
+            ai: AIMessage = bound.invoke(context + convo, config=config)
+            convo.append(ai)
+            for key in episode.usage:
+                episode.usage[key] += (ai.usage_metadata or {}).get(key, 0)
+            valid, invalid = _checked_calls(ai, by_name)
+            if not valid and not invalid:
+                episode.answer, episode.status = text_of(ai.content), "answered"
+                return
+            for call in valid:
+                tool = by_name[call["name"]]
+                result = execute(tool, call["args"], max_chars=cfg.max_tool_output_chars,
+                                 markers=markers, config=config)
+                convo.append(ToolMessage(result.content, tool_call_id=call["id"], name=tool.name,
+                                         status=result.status))
+                episode.tool_calls.append({"name": tool.name, "arguments": call["args"]})
+                episode.tool_results.append({"name": tool.name, "arguments": call["args"], "content": result.content,
+                                             "status": result.status, "truncated": result.truncated})
+            if not invalid:
+                continue
+            episode.invalid_calls += [{"turn": turn, "name": c.get("name"), "raw": c.get("args"),
+                                       "error": c["error"]} for c in invalid]
+            if repairs >= cfg.repair_turns:
+                episode.status = "failed"
+                episode.error = "invalid tool call after the repair turn: " + "; ".join(c["error"] for c in invalid)
+                return
+            repairs += 1
+            for c in invalid:
+                text = f"Error: invalid tool call: {c['error']}. Correct it: use only the listed tools, their parameters and valid JSON."
+                convo.append(ToolMessage(neutralise(text, markers), tool_call_id=c["id"], name=c.get("name"),
+                                         status="error"))
+        episode.status = "turn_limit"
+        episode.error = f"no final answer within {cfg.max_turns} model turns"
+
+    # -- feedback -------------------------------------------------------------------------------
+
+    def _memory(self):
+        if self.memory is None:
+            raise RuntimeError("this agent has no memory to keep feedback in")
+        return self.memory
+
+    def _episode_id(self, episode_id: int | None) -> int:
+        if episode_id is not None:
+            return episode_id
+        if self.last is not None and self.last.id is not None:
+            return self.last.id
+        last = self._memory().last_episode()
+        if last is None:
+            raise LookupError("no episode yet: ask something first")
+        return last["id"]
+
+    def mark(self, good: bool, note: str | None = None, episode_id: int | None = None) -> dict:
+        """Judge an episode (the last by default). A good one becomes a demonstration of its
+        skill when the skill is known (named, or the one owning the tools it called)."""
+        memory = self._memory()
+        eid = self._episode_id(episode_id)
+        memory.set_outcome(eid, "success" if good else "failure", note)
+        out: dict = {"episode_id": eid, "outcome": "success" if good else "failure", "demonstration_id": None}
+        if good:
+            ep = memory.episode(eid)
+            skill = ep.get("skill") or self._skill_of(ep.get("tool_calls") or [])
+            if skill is None:
+                out["note"] = "not kept as a demonstration: no skill owns its tool calls"
+            else:
+                try:
+                    out["demonstration_id"] = memory.promote_episode(eid, skill)
+                    out["skill"] = skill
+                except ValueError as exc:
+                    out["note"] = f"not kept as a demonstration: {exc}"
+        return out
+
+    def teach(self, calls: Any, *, episode_id: int | None = None, skill: str | None = None) -> dict:
+        """Store the correct call(s) for an episode's question (the last by default) as a taught
+        demonstration, after checking them against the tool schemas."""
+        memory = self._memory()
+        eid = self._episode_id(episode_id)
+        ep = memory.episode(eid)
+        calls = validate_calls(calls, self.tools)
+        first_reply = next((i for i, m in enumerate(ep["messages"]) if m["role"] == "assistant"), len(ep["messages"]))
+        prompt = ep["messages"][:first_reply]
+        skill = skill or ep.get("skill") or self._skill_of(calls)
+        if skill is None:
+            raise ValueError("no skill owns these tools; name the skill to teach")
+        demo_id, created = memory.add_demonstration(
+            skill, prompt, calls, source="taught", episode_id=eid,
+            provenance={"episode_id": eid, "model_version": ep.get("model_version"), "via": "teach"},
+        )
+        if ep["outcome"] == "unknown" and (ep.get("tool_calls") or []) != calls:
+            memory.set_outcome(eid, "failure", "corrected with teach")
+        return {"episode_id": eid, "demonstration_id": demo_id, "created": created, "skill": skill, "tool_calls": calls}
+
+    def _skill_of(self, calls: list[dict]) -> str | None:
+        names = {c["name"] for c in calls}
+        if not names:
+            return None
+        for s in self._memory().list_skills():
+            if names <= {t["name"] for t in s["tools"]}:
+                return s["name"]
+        return None
+
+
+def _checked_calls(ai: AIMessage, tools: dict[str, Tool]) -> tuple[list[dict], list[dict]]:
+    """(valid tool calls, invalid ones with an `error`), re-checking every call against the
+    schemas (a streamed or foreign message may carry calls nobody validated)."""
+    valid, invalid = [], []
+    for c in ai.tool_calls:
+        error = call_error(c["name"], c["args"], tools)
+        if error:
+            invalid.append({"name": c["name"], "args": c["args"], "id": c["id"], "error": error})
+        else:
+            valid.append(c)
+    for c in ai.invalid_tool_calls:
+        invalid.append({"name": c.get("name"), "args": c.get("args"), "id": c.get("id"),
+                        "error": c.get("error") or "the call could not be parsed"})
+    return valid, invalid

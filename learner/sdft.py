@@ -1,0 +1,100 @@
+"""Self-Distillation Fine-Tuning (DESIGN.md §3): what SDFT adds to the shared training step.
+
+Per prompt, one on-policy rollout from the current student (temperature 1.0, top_p 1.0). The
+teacher — the same base weights, as the EMA adapter, with adapters disabled, or the live
+student — reads its own prompt (the demonstration in context) followed by the same completion
+tokens, under no_grad. The loss at each trained completion position is the full-vocabulary
+divergence between the teacher's and the student's next-token distributions.
+
+Options (LearnConfig): a forced tool-call opening for tool-call demonstrations (never trained on;
+the masked leading tokens are counted after it), a fraction λ of rollouts sampled from the
+teacher on its own prompt, the number of masked leading tokens.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+
+from learner.batch import completion_hidden, pack
+from learner.divergence import token_divergence
+from learner.examples import EncodedExample
+from learner.lora import adapter_pairs, ema_update, teacher_context
+from learner.rollout import sample
+
+
+@dataclass
+class Targets:
+    """What a micro-batch trains toward: completion tokens per row and where its loss starts."""
+
+    completions: list[list[int]]
+    starts: list[int]  # first trained completion index per row
+    teacher_hidden: torch.Tensor | None = None  # [B, C, H], SDFT only
+    completion_ids: torch.Tensor | None = None  # [B, C] once packed (set by the training step)
+    stats: dict = field(default_factory=dict)
+
+
+class SDFTObjective:
+    name = "sdft"
+
+    def __init__(self, peft_model, cfg, stop_ids: set[int], pad_id: int):
+        self.model = peft_model  # unwrapped: rollouts and the teacher pass need no DDP sync
+        self.cfg = cfg
+        self.stop_ids = stop_ids
+        self.pad_id = pad_id
+        self.pairs = adapter_pairs(peft_model) if cfg.teacher == "ema" else []
+
+    def rollouts(self, batch: list[EncodedExample], generator: torch.Generator | None) -> tuple[list[list[int]], list[bool]]:
+        """One completion per example (forced opening included); which rows came from the teacher."""
+        cfg = self.cfg
+        n = len(batch)
+        if cfg.teacher_rollout_fraction > 0:
+            u = torch.rand(n, generator=generator, device=generator.device if generator else "cpu")
+            from_teacher = (u < cfg.teacher_rollout_fraction).tolist()
+        else:
+            from_teacher = [False] * n
+        completions: list[list[int]] = [[] for _ in range(n)]
+        for teacher_rows in (False, True):
+            rows = [i for i in range(n) if from_teacher[i] == teacher_rows]
+            if not rows:
+                continue
+            ctx = teacher_context(self.model, cfg.teacher) if teacher_rows else nullcontext()
+            with ctx:
+                got = sample(
+                    self.model,
+                    [batch[i].teacher_prompt_ids if teacher_rows else batch[i].prompt_ids for i in rows],
+                    forced=[batch[i].forced_ids for i in rows],
+                    max_new_tokens=cfg.max_new_tokens,
+                    stop_ids=self.stop_ids,
+                    pad_id=self.pad_id,
+                    temperature=cfg.temperature,
+                    top_p=cfg.top_p,
+                    generator=generator,
+                )
+            for i, c in zip(rows, got, strict=True):
+                completions[i] = c
+        return completions, from_teacher
+
+    def targets(self, batch: list[EncodedExample], generator: torch.Generator | None = None) -> Targets:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            completions, from_teacher = self.rollouts(batch, generator)
+            teacher = pack([e.teacher_prompt_ids for e in batch], completions, self.pad_id, self.model.device)
+            with torch.no_grad(), teacher_context(self.model, self.cfg.teacher):
+                hidden = completion_hidden(self.model, teacher)
+        finally:
+            self.model.train(was_training)
+        starts = [len(e.forced_ids) + self.cfg.skip_first for e in batch]
+        return Targets(completions, starts, hidden, {"teacher_rollouts": sum(from_teacher)})
+
+    def token_loss(self, student_logits: torch.Tensor, sl: slice, targets: Targets, head) -> torch.Tensor:
+        with torch.no_grad():
+            teacher_logits = head(targets.teacher_hidden[:, sl])
+        return token_divergence(student_logits, teacher_logits, self.cfg.divergence, self.cfg.jsd_alpha)
+
+    def after_step(self) -> None:
+        if self.cfg.teacher == "ema":
+            ema_update(self.model, self.cfg.ema_alpha, self.pairs)
