@@ -233,8 +233,8 @@ class LocalChatModel(BaseChatModel):
             kwargs.pop(key, None)
         for key in [k for k in kwargs if k.startswith("ls_")]:  # tracing hints from langchain
             kwargs.pop(key)
-        tools = [function_schema(t) for t in kwargs.pop("tools", None) or []] or None
-        choice = kwargs.pop("tool_choice", None)
+        tools = tool_schemas(kwargs.pop("tools", None) or []) or None
+        choice = _normalise_choice(kwargs.pop("tool_choice", None), [t["name"] for t in tools or []])
         options = {k: kwargs.pop(k, getattr(self, k))
                    for k in ("max_new_tokens", "min_new_tokens", "temperature", "top_p")}
         if kwargs:
@@ -363,6 +363,7 @@ def _normalise_choice(choice: Any, names: list[str]) -> str | None:
 def _visible(text: str, stop: list[str] | None) -> str:
     """The streamable part of generated text: before any tool-call block or stop string, minus
     a tail that could still turn into one, and without surrounding whitespace (as parse gives)."""
+    text = text.rstrip("\ufffd")  # an unfinished multi-byte character waits for its bytes
     cut = text.find(CALL_OPEN)
     if cut >= 0:
         text = text[:cut]
@@ -374,7 +375,7 @@ def _visible(text: str, stop: list[str] | None) -> str:
             if text.endswith(marker[:n]):
                 text = text[:-n]
                 break
-    return text.rstrip("\ufffd").strip()  # an unfinished multi-byte character waits too
+    return text.strip()
 
 
 class _QueueStreamer:

@@ -15,6 +15,7 @@ The episode is recorded through EpisodeRecorder with the version that produced i
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -148,25 +149,22 @@ class Agent:
         k = cfg.recall_k if recall is None else recall
         demos = self.memory.recall(question, k=k, skill=skill) if self.memory is not None and k > 0 else []
         episode.recalled = [d["id"] for d in demos]
-        context: list[BaseMessage] = [SystemMessage(cfg.system)] if cfg.system else []
-        context += from_dicts(demonstration_messages(demos))
+        head: list[BaseMessage] = [SystemMessage(cfg.system)] if cfg.system else []
         convo: list[BaseMessage] = [HumanMessage(question)]
+        prefix = head + from_dicts(demonstration_messages(demos))
 
         handlers = [*([self.recorder] if self.recorder else []), *self.callbacks, *callbacks]
         manager = CallbackManager.configure(inheritable_callbacks=handlers, local_tags=[EPISODE_TAG])
-        run = manager.on_chain_start(
-            {"name": "agent_episode"},
-            {"question": question, "skill": skill, "messages": to_dicts(context[:1] if cfg.system else []) + to_dicts(convo)},
-            name="agent_episode",
-        )
+        run = manager.on_chain_start({"name": "agent_episode"},
+                                     {"question": question, "skill": skill, "model_version": llm.version,
+                                      "messages": to_dicts(head + convo)},
+                                     name="agent_episode")
         try:
-            self._loop(llm, episode, context, convo, {"callbacks": run.get_child()})
+            self._loop(llm, episode, prefix, convo, {"callbacks": run.get_child()})
         except BaseException as exc:
             run.on_chain_error(exc)
             raise
-        if cfg.system:
-            convo.insert(0, context[0])
-        episode.messages = to_dicts(convo)
+        episode.messages = to_dicts(head + convo)
         run.on_chain_end(episode.record())
         if self.recorder is not None:
             episode.id = self.recorder.episode_ids.get(run.run_id)
@@ -175,7 +173,7 @@ class Agent:
         self.last = episode
         return episode
 
-    def _loop(self, llm: LocalChatModel, episode: Episode, context: list[BaseMessage],
+    def _loop(self, llm: LocalChatModel, episode: Episode, prefix: list[BaseMessage],
               convo: list[BaseMessage], config: dict) -> None:
         cfg = self.config
         bound = llm.bind_tools(self.schemas) if self.tools else llm
@@ -184,7 +182,7 @@ class Agent:
         repairs = 0
         for turn in range(1, cfg.max_turns + 1):
             episode.turns = turn
-            ai: AIMessage = bound.invoke(context + convo, config=config)
+            ai: AIMessage = bound.invoke(prefix + convo, config=config)
             convo.append(ai)
             for key in episode.usage:
                 episode.usage[key] += (ai.usage_metadata or {}).get(key, 0)
@@ -194,7 +192,7 @@ class Agent:
                 return
             for call in valid:
                 tool = by_name[call["name"]]
-                result = execute(tool, call["args"], max_chars=cfg.max_tool_output_chars,
+                result = execute(tool, copy.deepcopy(call["args"]), max_chars=cfg.max_tool_output_chars,
                                  markers=markers, config=config)
                 convo.append(ToolMessage(result.content, tool_call_id=call["id"], name=tool.name,
                                          status=result.status))
@@ -207,7 +205,8 @@ class Agent:
                                        "error": c["error"]} for c in invalid]
             if repairs >= cfg.repair_turns:
                 episode.status = "failed"
-                episode.error = "invalid tool call after the repair turn: " + "; ".join(c["error"] for c in invalid)
+                episode.error = ("invalid tool call after the repair turn: " if repairs else "invalid tool call: ") \
+                    + "; ".join(c["error"] for c in invalid)
                 return
             repairs += 1
             for c in invalid:

@@ -87,6 +87,7 @@ class EpisodeRecorder(BaseCallbackHandler):
             "messages": inputs.get("messages") or [{"role": "user", "content": str(inputs.get("question", ""))}],
             "outcome": "failure",
             "skill": inputs.get("skill"),
+            "model_version": inputs.get("model_version"),
             "meta": {"status": "crashed", "error": f"{type(error).__name__}: {error}"},
         }
         self._write(run_id, record)

@@ -24,7 +24,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel
 
-from agent.prompt import CALL_CLOSE, CALL_OPEN, RESULT_CLOSE, RESULT_OPEN
+from agent.prompt import CALL_CLOSE, CALL_OPEN, RESULT_CLOSE, RESULT_OPEN, parse_tool_calls
 from memory.toolschema import argument_errors, check_tool_schema, function_schema
 
 MAX_OUTPUT_CHARS = 4000
@@ -117,6 +117,22 @@ def validate_calls(calls: Any, tools: Sequence[Tool]) -> list[dict]:
     if errors:
         raise ValueError("\n".join(errors))
     return out
+
+
+def calls_from_text(text: str) -> list[dict]:
+    """Calls typed by a person: a JSON call, a JSON list of calls, or `<tool_call>` blocks
+    (read by the prompt module's parser). Shape only; validate_calls checks the schemas."""
+    text = text.strip()
+    if CALL_OPEN in text:
+        parsed = parse_tool_calls(text)
+        if parsed.invalid:
+            raise ValueError("; ".join(c.error for c in parsed.invalid))
+        return parsed.calls
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"malformed JSON: {exc.msg} at position {exc.pos}") from None
+    return [value] if isinstance(value, dict) else value
 
 
 def special_markers(tokenizer) -> list[str]:

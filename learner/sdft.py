@@ -88,7 +88,7 @@ class SDFTObjective:
         finally:
             self.model.train(was_training)
         starts = [len(e.forced_ids) + self.cfg.skip_first for e in batch]
-        return Targets(completions, starts, hidden, {"teacher_rollouts": sum(from_teacher)})
+        return Targets(completions, starts, teacher_hidden=hidden, stats={"teacher_rollouts": sum(from_teacher)})
 
     def token_loss(self, student_logits: torch.Tensor, sl: slice, targets: Targets, head) -> torch.Tensor:
         with torch.no_grad():

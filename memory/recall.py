@@ -1,10 +1,16 @@
 """Recall: which stored demonstrations are most like a new request (FTS5, BM25).
 
-A demonstration is indexed by two texts: what the user asked (its user turns) and what was done
-(tool names and string arguments). The query is the user's free text, turned into an OR of
-quoted terms so no user input is read as FTS5 syntax. Very common words are dropped first:
-they carry no topic, and every row they match must be scored, which is what makes recall slow
-on a large memory.
+A demonstration is indexed by three texts: what the user asked (its user turns), what was done
+(tool names and string arguments), and one token naming its skill, so "within one skill" is an
+FTS5 AND that only visits that skill's rows. The query is the user's free text turned into an
+OR of quoted terms, so no user input is read as FTS5 syntax.
+
+What makes BM25 slow on a large memory is scoring every row that matches any query term, and
+frequent terms match a large share of the rows while adding little to the score (low IDF). So
+the terms are taken rarest first while the rows they match stay under a budget (ROW_BUDGET),
+which bounds the work per recall; a term that occurs in very many demonstrations is dropped
+once rarer terms have found enough candidates. Stop words are dropped first. `exact=True`
+scores with every term.
 """
 
 from __future__ import annotations
@@ -13,8 +19,11 @@ import re
 
 TERM = re.compile(r"\w+", re.UNICODE)
 MAX_TERMS = 32
-# bm25 column weights: (prompt_text, calls_text). The request is what a new request resembles.
-WEIGHTS = (1.0, 0.4)
+ROW_BUDGET = 10_000  # rows scored per recall, at most (unless the rarest term alone has more)
+# bm25 column weights: (prompt_text, calls_text, skill_key). The request is what a new request
+# resembles; the skill token only filters.
+WEIGHTS = (1.0, 0.4, 0.0)
+TEXT_COLUMNS = "{prompt_text calls_text}"
 
 STOPWORDS = frozenset(
     """a about after all also am an and any are as at be been before but by can could did do does
@@ -25,13 +34,42 @@ STOPWORDS = frozenset(
 )
 
 
-def match_expression(text: str) -> str | None:
-    """An FTS5 MATCH expression for free text, or None when it has no searchable word."""
+def query_terms(text: str) -> list[str]:
+    """Distinct lower-cased words of the request, stop words removed (kept if nothing else)."""
     terms = list(dict.fromkeys(t.lower() for t in TERM.findall(text or "")))
-    topical = [t for t in terms if t not in STOPWORDS] or terms
-    if not topical:
+    return ([t for t in terms if t not in STOPWORDS] or terms)[:MAX_TERMS]
+
+
+def term_expression(term: str) -> str:
+    return f'{TEXT_COLUMNS} : "{term}"'
+
+
+def match_expression(terms: list[str], skill_id: int | None = None) -> str | None:
+    """An FTS5 MATCH expression: any of the terms in the texts, optionally within one skill."""
+    if not terms:
         return None
-    return " OR ".join(f'"{t}"' for t in topical[:MAX_TERMS])
+    quoted = " OR ".join(f'"{t}"' for t in terms)  # \w+ words: no quote can occur inside
+    expr = f"{TEXT_COLUMNS} : ({quoted})"
+    return expr if skill_id is None else f'skill_key : "{skill_key(skill_id)}" AND ({expr})'
+
+
+def skill_key(skill_id: int) -> str:
+    """The token the schema's generated column `skill_key` holds ('skill' || skill_id)."""
+    return f"skill{skill_id}"
+
+
+def choose_terms(doc_freq: dict[str, int], budget: int = ROW_BUDGET) -> tuple[list[str], list[str]]:
+    """(kept, dropped): rarest first while the matched rows stay within budget; terms that
+    match nothing are dropped; the rarest matching term is always kept."""
+    ranked = sorted((n, t) for t, n in doc_freq.items() if n > 0)
+    kept: list[str] = []
+    total = 0
+    for n, t in ranked:
+        if kept and total + n > budget:
+            break
+        kept.append(t)
+        total += n
+    return kept, [t for _, t in ranked if t not in kept]
 
 
 def prompt_text(messages: list[dict]) -> str:

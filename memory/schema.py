@@ -113,6 +113,8 @@ def m002_episodic(db):
             duplicates INTEGER NOT NULL DEFAULT 0,
             prompt_text TEXT NOT NULL,         -- what recall matches: the user turns
             calls_text TEXT NOT NULL,          -- and the calls (tool names, string arguments)
+            -- one token per skill, so recall within a skill is an FTS5 AND, not a scan + filter
+            skill_key TEXT GENERATED ALWAYS AS ('skill' || skill_id) VIRTUAL,
             created_at TEXT NOT NULL,
             UNIQUE (skill_id, fingerprint)
         )
@@ -120,7 +122,7 @@ def m002_episodic(db):
     )
     db.execute("CREATE INDEX demonstrations_episode ON demonstrations(episode_id)")
     db["demonstrations"].enable_fts(
-        ["prompt_text", "calls_text"],
+        ["prompt_text", "calls_text", "skill_key"],
         create_triggers=True,
         tokenize="porter unicode61 remove_diacritics 2",
     )

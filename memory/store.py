@@ -96,6 +96,8 @@ class Memory:
         self.db: sqlite_utils.Database = open_db(self.home)
         self.path = self.home / DB_NAME
         self._lock = threading.RLock()
+        self._df: dict[str, int] = {}  # recall's document-frequency cache (a hint, may be stale)
+        self._df_top = 0
 
     def close(self) -> None:
         self.db.close()
@@ -426,32 +428,66 @@ class Memory:
         with self._lock:
             return self._rows(DEMO_SELECT + " WHERE d.skill_id = ? ORDER BY d.id", [self._skill_id(skill)])
 
-    def recall(self, query: str, k: int = 3, skill: str | None = None) -> list[dict]:
+    def recall(self, query: str, k: int = 3, skill: str | None = None, *, exact: bool = False) -> list[dict]:
         """The k demonstrations most relevant to `query` by BM25, best first, each with a `score`
-        (higher is better). Empty when the query has no searchable word or nothing matches."""
-        expr = recall_mod.match_expression(query)
-        if expr is None or k <= 0:
+        (higher is better). Empty when the query has no searchable word or nothing matches.
+
+        On a large memory the most frequent query terms are left out of the ranking to bound its
+        cost (memory.recall); `exact=True` ranks with every term.
+        """
+        terms = recall_mod.query_terms(query)
+        if not terms or k <= 0:
             return []
-        rank = f"bm25(demonstrations_fts, {', '.join(map(str, recall_mod.WEIGHTS))})"
         with self._lock:
-            if skill is None:
-                hits = self.db.execute(
-                    f"""SELECT rowid, {rank} AS r FROM demonstrations_fts
-                        WHERE demonstrations_fts MATCH ? ORDER BY r LIMIT ?""",
-                    [expr, k],
-                ).fetchall()
-            else:
-                hits = self.db.execute(
-                    f"""SELECT demonstrations_fts.rowid, {rank} AS r FROM demonstrations_fts
-                        JOIN demonstrations d ON d.id = demonstrations_fts.rowid
-                        WHERE demonstrations_fts MATCH ? AND d.skill_id = ? ORDER BY r LIMIT ?""",
-                    [expr, self._skill_id(skill), k],
-                ).fetchall()
+            skill_id = None if skill is None else self._skill_id(skill)
+            hits = self._recall_hits(terms, k, skill_id, exact)
             if not hits:
                 return []
             rows = {r["id"]: r for r in self._rows(
                 DEMO_SELECT + f" WHERE d.id IN ({','.join('?' * len(hits))})", [h[0] for h in hits])}
         return [{**rows[i], "score": -r} for i, r in hits if i in rows]
+
+    def _recall_hits(self, terms: list[str], k: int, skill_id: int | None, exact: bool) -> list[tuple]:
+        if not exact:
+            self._refresh_df_cache()
+            pool = None if skill_id is None else self._cached(
+                f"#skill{skill_id}", "SELECT count(*) FROM demonstrations WHERE skill_id = ?", skill_id)
+            if pool is None or pool > recall_mod.ROW_BUDGET:
+                kept, dropped = recall_mod.choose_terms({t: self._doc_freq(t) for t in terms})
+                if not kept:
+                    return []  # no term occurs anywhere
+                hits = self._bm25(kept, k, skill_id)
+                if len(hits) >= k or not dropped:
+                    return hits
+        return self._bm25(terms, k, skill_id)
+
+    def _bm25(self, terms: list[str], k: int, skill_id: int | None) -> list[tuple]:
+        rank = f"bm25(demonstrations_fts, {', '.join(map(str, recall_mod.WEIGHTS))})"
+        return self.db.execute(
+            f"""SELECT rowid, {rank} AS r FROM demonstrations_fts
+                WHERE demonstrations_fts MATCH ? ORDER BY r LIMIT ?""",
+            [recall_mod.match_expression(terms, skill_id), k],
+        ).fetchall()
+
+    def _refresh_df_cache(self) -> None:
+        """Forget cached document frequencies once the memory has grown by a tenth."""
+        top = self.db.execute("SELECT coalesce(max(id), 0) FROM demonstrations").fetchone()[0]
+        if top < self._df_top or top > self._df_top * 1.1 + 100 or len(self._df) > 100_000:
+            self._df.clear()
+            self._df_top = top
+
+    def _cached(self, key: str, sql: str, *params) -> int:
+        if key in self._df:
+            return self._df[key]
+        n = self.db.execute(sql, params).fetchone()[0]
+        if n:  # a zero may stop being one with the next write (and is cheap to count again)
+            self._df[key] = n
+        return n
+
+    def _doc_freq(self, term: str) -> int:
+        """Demonstrations containing `term` (stemmed as the index does), cached per process."""
+        return self._cached(term, "SELECT count(*) FROM demonstrations_fts WHERE demonstrations_fts MATCH ?",
+                            recall_mod.term_expression(term))
 
     def unlearned_demonstrations(self, skill: str | None = None, limit: int | None = None) -> list[dict]:
         """Demonstrations no learning run has used yet, oldest first."""

@@ -220,8 +220,27 @@ def test_recall_is_safe_with_any_text(mem, library):
 
 
 def test_recall_follows_writes(mem, library):
+    assert mem.recall("innsbruck snow", k=1) == [] and mem.recall("innsbruck", skill="weather") == []
     did, _ = mem.add_demonstration("weather", user("Snow forecast for Innsbruck"), call("get_weather", city="Innsbruck"))
     assert [h["id"] for h in mem.recall("innsbruck snow", k=1)] == [did]
+    assert [h["id"] for h in mem.recall("innsbruck", skill="weather")] == [did]
+    assert mem.recall("innsbruck", skill="events") == []
+
+
+def test_recall_prunes_frequent_terms_on_a_large_memory(mem, monkeypatch):
+    """Past the row budget, a term in most demonstrations no longer decides the ranking, and
+    `exact=True` still ranks with it."""
+    from memory import recall as recall_mod
+
+    monkeypatch.setattr(recall_mod, "ROW_BUDGET", 5)
+    common = [{"messages": user(f"forecast for town{i}"), "tool_calls": call("get_weather", city=f"town{i}")}
+              for i in range(20)]
+    mem.add_demonstrations("weather", common)
+    rare, _ = mem.add_demonstration("weather", user("forecast forecast for Zermatt"), call("get_weather", city="Zermatt"))
+    hits = mem.recall("forecast zermatt", k=3)
+    assert hits[0]["id"] == rare and len(hits) == 3  # rarest term first; filled up to k
+    assert [h["id"] for h in mem.recall("forecast zermatt", k=3, exact=True)][0] == rare
+    assert {h["id"] for h in mem.recall("forecast zermatt", k=1, skill="weather")} == {rare}
 
 
 # -- runs and gate reports ------------------------------------------------------------------------

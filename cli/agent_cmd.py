@@ -1,0 +1,205 @@
+"""`sdft-agent chat` and `sdft-agent run`: the agent from the command line (a thin layer over
+agent.loop.Agent). Registered in cli/main.py with `app.command()(agent_cmd.chat)` etc.
+
+The tools offered are the skills' schemas from memory; a skill bundled with the package also
+brings its Python implementation (skills.tools), others can be called but not run.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from cli.common import HomeOption, console, friendly_errors
+
+SkillOption = Annotated[
+    str | None,
+    typer.Option("--skill", help="Offer only this skill's tools and recall only its demonstrations (default: all skills)."),
+]
+RecallOption = Annotated[
+    int, typer.Option("--recall", min=0, help="Demonstrations recalled from memory into the context (0: none).")
+]
+ModelOption = Annotated[str | None, typer.Option("--model", help="Model version (default: the champion, followed as it moves).")]
+MaxTokensOption = Annotated[int, typer.Option("--max-new-tokens", min=1, help="Longest model reply, in tokens.")]
+MaxTurnsOption = Annotated[int, typer.Option("--max-turns", min=1, help="Model calls per question, repair included.")]
+
+HELP = """commands:
+  /good [note]    the last answer was right (kept as a demonstration to learn from)
+  /bad [note]     the last answer was wrong
+  /teach CALLS    the right tool call(s) for the last question, as JSON
+                  e.g. /teach {"name": "add_days", "arguments": {"date": "2024-01-01", "days": 30}}
+  /tools          the tools on offer
+  /model          the model version serving now
+  /help           this text
+  /quit           leave (or Ctrl-D)
+anything else is a question."""
+
+
+def skill_tools(memory, skill: str | None) -> list[tuple[dict, object]]:
+    """(schema, implementation or None) for the tools of `skill` (or of every skill)."""
+    from skills.tools import implementation
+
+    if skill is not None:
+        found = memory.get_skill(skill)
+        if found is None:
+            known = ", ".join(s["name"] for s in memory.list_skills()) or "none installed"
+            raise ValueError(f"unknown skill {skill!r} (known: {known})")
+        skills = [found]
+    else:
+        skills = memory.list_skills()
+    out, seen = [], set()
+    for s in skills:
+        impl = implementation(s["name"]) or {}
+        for tool in s["tools"]:
+            if tool["name"] not in seen:  # two skills sharing a tool name: the first wins
+                seen.add(tool["name"])
+                out.append((tool, impl.get(tool["name"])))
+    return out
+
+
+def build_agent(memory, *, home, skill, recall, model, max_new_tokens, max_turns):
+    from transformers.utils import logging as hf_logging
+
+    from agent.chat_model import LocalChatModel
+    from agent.loop import Agent, AgentConfig
+
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per promotion is noise in a chat
+    llm = LocalChatModel.from_store(home, version=model, max_new_tokens=max_new_tokens)
+    config = AgentConfig(recall_k=recall, max_turns=max_turns)
+    return Agent(llm, skill_tools(memory, skill), memory=memory, skill=skill, config=config)
+
+
+def show_episode(ep) -> None:
+    for r in ep.tool_results:
+        args = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in r["arguments"].items())
+        console.print(Text(f"  → {r['name']}({args})", style="cyan"))
+        style = "red" if r["status"] == "error" else "dim"
+        console.print(Text(f"  ← {_short(r['content'])}", style=style))
+    for c in ep.invalid_calls:
+        console.print(Text(f"  ✗ invalid call: {c['error']}", style="yellow"))
+    if ep.status == "answered":
+        console.print(Text(ep.answer or "(empty answer)"))
+    else:
+        console.print(Text(f"no answer: {ep.error}", style="bold red"))
+    where = f"episode {ep.id}" if ep.id is not None else "not recorded"
+    console.print(Text(f"  [{where}, model {ep.model_version}]", style="dim"))
+
+
+def _short(text: str, width: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@friendly_errors
+def run(
+    question: Annotated[str, typer.Argument(help="What to ask.")],
+    skill: SkillOption = None,
+    recall: RecallOption = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the episode as JSON: tool calls, tool results, answer, episode id.")] = False,
+    model: ModelOption = None,
+    max_new_tokens: MaxTokensOption = 256,
+    max_turns: MaxTurnsOption = 6,
+    home: HomeOption = None,
+):
+    """Answer one question with the skills' tools: one episode, recorded in memory.
+
+    Example: sdft-agent run "What weekday is 2024-07-04?" --skill date_math --json
+    """
+    from memory.store import Memory
+
+    with Memory(home) as memory:
+        agent = build_agent(memory, home=home, skill=skill, recall=recall, model=model,
+                            max_new_tokens=max_new_tokens, max_turns=max_turns)
+        ep = agent.run(question)
+    if as_json:
+        keys = ("id", "model_version", "skill", "question", "status", "answer", "error", "tool_calls",
+                "tool_results", "invalid_calls", "recalled", "turns", "usage")
+        out = {("episode_id" if k == "id" else k): getattr(ep, k) for k in keys}
+        typer.echo(json.dumps(out, ensure_ascii=False, indent=2))
+    else:
+        show_episode(ep)
+
+
+@friendly_errors
+def chat(
+    skill: SkillOption = None,
+    recall: RecallOption = 3,
+    model: ModelOption = None,
+    max_new_tokens: MaxTokensOption = 256,
+    max_turns: MaxTurnsOption = 6,
+    home: HomeOption = None,
+):
+    """Talk with the agent. Every question is an episode kept in memory; judge it with /good or
+    /bad, or /teach the right tool call. A newly promoted model serves from the next question.
+
+    Example: sdft-agent chat --skill date_math
+    """
+    from memory.store import Memory
+
+    with Memory(home) as memory:
+        agent = build_agent(memory, home=home, skill=skill, recall=recall, model=model,
+                            max_new_tokens=max_new_tokens, max_turns=max_turns)
+        version = agent.llm.runtime.current().version
+        tools = ", ".join(t.name for t in agent.tools) or "none (install a skill pack to add some)"
+        console.print(Text(f"model {version} · tools: {tools} · /help for commands", style="dim"))
+        while True:
+            try:
+                line = input("you> ").strip()
+            except (EOFError, KeyboardInterrupt):
+                console.print()
+                break
+            if not line:
+                continue
+            if line in ("/quit", "/exit"):
+                break
+            try:
+                if line.startswith("/"):
+                    _command(agent, line)
+                else:
+                    show_episode(agent.run(line))
+            except (ValueError, LookupError, RuntimeError) as exc:
+                msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+                console.print(Text(f"error: {msg}", style="bold red"))
+
+
+def _command(agent, line: str) -> None:
+    from agent.tools import calls_from_text
+
+    name, _, rest = line.partition(" ")
+    rest = rest.strip() or None
+    if name in ("/good", "/bad"):
+        out = agent.mark(name == "/good", note=rest)
+        text = f"episode {out['episode_id']} marked {out['outcome']}"
+        if out.get("demonstration_id") is not None:
+            text += f"; kept as demonstration {out['demonstration_id']} of {out['skill']}"
+        elif out.get("note"):
+            text += f"; {out['note']}"
+        console.print(Text(text, style="green"))
+    elif name == "/teach":
+        if rest is None:
+            raise ValueError('give the call(s) as JSON, e.g. /teach {"name": "…", "arguments": {…}}')
+        out = agent.teach(calls_from_text(rest))
+        state = "stored" if out["created"] else "already known"
+        console.print(Text(f"{state}: demonstration {out['demonstration_id']} of {out['skill']} "
+                           f"for episode {out['episode_id']}", style="green"))
+    elif name == "/tools":
+        if not agent.tools:
+            console.print("no tools: install a skill pack first")
+        for t in agent.tools:
+            params = ", ".join(t.schema.get("parameters", {}).get("properties", {}))
+            note = "" if t.runnable else "  (no implementation here)"
+            console.print(Text(f"{t.name}({params}): {t.schema.get('description', '')}{note}"))
+    elif name == "/model":
+        runtime = agent.llm.runtime
+        serving, wanted = runtime.version, runtime.wanted()
+        text = f"serving {serving}"
+        if wanted != serving:
+            text += f"; {wanted} is champion now and serves from the next question"
+        console.print(Text(text))
+    elif name == "/help":
+        console.print(Text(HELP))
+    else:
+        raise ValueError(f"unknown command {name}; /help lists them")

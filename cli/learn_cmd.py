@@ -1,0 +1,65 @@
+"""`sdft-agent learn`: train the demonstrations not yet learned into a candidate version (a thin
+layer over learner.learn.learn_candidate). Registered by cli/main.py."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cli.common import HomeOption, console, friendly_errors
+
+
+@friendly_errors
+def learn(
+    method: Annotated[str, typer.Option(help="sdft (self-distillation, the default) or sft (the baseline).")] = "sdft",
+    skill: Annotated[str | None, typer.Option(help="Learn only this skill's demonstrations (default: all new ones).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (overrides --epochs).")] = None,
+    epochs: Annotated[int, typer.Option(help="Passes over the demonstrations.")] = 2,
+    lr: Annotated[float, typer.Option(help="Learning rate (AdamW, cosine schedule with warmup).")] = 1e-4,
+    teacher: Annotated[str, typer.Option(help="SDFT teacher: ema (EMA of the student), base (adapter off) or live.")] = "ema",
+    divergence: Annotated[str, typer.Option(help="SDFT loss: forward KL(teacher‖student), reverse, or jsd.")] = "forward",
+    batch_size: Annotated[int, typer.Option(help="Prompts per micro-batch.")] = 4,
+    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 1,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest SDFT rollout, in tokens.")] = 128,
+    seed: Annotated[int, typer.Option(help="Random seed (LoRA init, order, sampling).")] = 0,
+    model: Annotated[str | None, typer.Option(help="Version to start from (default: the champion).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be learned and the plan; train and write nothing.")] = False,
+    home: HomeOption = None,
+):
+    """Learn the demonstrations no run has used yet into a new candidate model version.
+
+    The candidate is left unpromoted: check it, then `sdft-agent models use vNNNN` makes it the
+    champion. The run (config, per-step metrics, candidate) is recorded in memory.db and the
+    demonstrations are marked as used by it.
+
+    Example: sdft-agent learn --method sdft --skill unit_convert --max-steps 20
+    """
+    from learner.config import LearnConfig
+    from learner.learn import learn_candidate
+
+    cfg = LearnConfig(method=method, max_steps=max_steps, epochs=epochs, lr=lr, teacher=teacher,
+                      divergence=divergence, batch_size=batch_size, grad_accum=grad_accum,
+                      max_new_tokens=max_new_tokens, seed=seed)
+    out = learn_candidate(home, cfg, skill=skill, version=model, dry_run=dry_run)
+    what = f"skill {skill!r}" if skill else "any skill"
+    if not out.demonstrations:
+        console.print(f"nothing to learn: no new demonstrations of {what} (parent {out.parent})")
+        return
+    plan = out.plan
+    console.print(
+        f"{cfg.method}: {len(out.demonstrations)} demonstration(s) of {what}, from {out.parent}; "
+        f"{plan.total_steps} step(s) of {plan.per_step} prompt(s)"
+    )
+    if dry_run:
+        console.print("dry run: nothing trained, nothing written")
+        return
+    s = out.summary
+    console.print(
+        f"run {out.run_id}: loss {s.get('loss_first', 0):.4f} → {s.get('loss_last', 0):.4f}, "
+        f"{s.get('tokens_per_s', 0):.0f} completion tokens/s, {s.get('seconds', 0):.0f} s"
+    )
+    console.print(
+        f"candidate [bold]{out.candidate}[/] written (not promoted); "
+        f"`sdft-agent models use {out.candidate}` makes it the champion"
+    )

@@ -1,0 +1,104 @@
+"""Learn the demonstrations not yet learned into a candidate version, end to end:
+
+    unlearned demonstrations → examples → train (SDFT or SFT) → merge → candidate vNNNN
+    (left unpromoted) → demonstrations marked used by the run
+
+Everything is recorded on the run's row in memory.db as it happens (phase, per-step metrics,
+candidate version, final status). The retention gate and promotion come after, elsewhere.
+Under `accelerate launch` / `torchrun` every process trains its share; only the main process
+writes to memory.db and the model store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from accelerate import Accelerator
+
+from agent.loading import load
+from agent.prompt import PromptFormat
+from learner.config import LearnConfig
+from learner.examples import examples_from_demonstrations
+from learner.lora import adapter_state, lora_config
+from learner.merge import save_candidate
+from learner.train import Plan, plan_steps, train
+from memory.models import ModelStore
+from memory.store import Memory
+
+
+@dataclass
+class LearnOutcome:
+    demonstrations: list[int]
+    parent: str | None
+    plan: Plan | None = None
+    run_id: int | None = None
+    candidate: str | None = None
+    summary: dict = field(default_factory=dict)
+    dry_run: bool = False
+
+
+def learn_candidate(
+    home=None,
+    cfg: LearnConfig | None = None,
+    *,
+    skill: str | None = None,
+    version: str | None = None,
+    limit: int | None = None,
+    dry_run: bool = False,
+    progress: bool = True,
+    accelerator: Accelerator | None = None,
+) -> LearnOutcome:
+    """Train on the unlearned demonstrations (of `skill`, or all) starting from `version` (the
+    champion by default) and save the result as a new, unpromoted version.
+
+    With `dry_run`, build the examples and the plan and stop: nothing is trained or written.
+    Returns an outcome with no demonstrations when there is nothing new to learn.
+    """
+    cfg = cfg or LearnConfig()
+    memory = Memory(home)
+    store = ModelStore(home, quiet=True)
+    demos = memory.unlearned_demonstrations(skill, limit)
+    parent = store.resolve(version).version
+    ids = [d["id"] for d in demos]
+    if not demos:
+        return LearnOutcome([], parent, dry_run=dry_run)
+
+    accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+    model, tokenizer = load(parent, store=store, device=str(accelerator.device))
+    examples = examples_from_demonstrations(demos, PromptFormat(tokenizer), memory.tools_for)
+    plan = plan_steps(len(examples), cfg, accelerator.num_processes)
+    outcome = LearnOutcome(ids, parent, plan, dry_run=dry_run)
+    if dry_run:
+        return outcome
+
+    main = accelerator.is_main_process
+    run_id = memory.start_run(cfg.method, cfg.to_dict(), skill=skill) if main else None
+    outcome.run_id = run_id
+    try:
+        if main:
+            memory.update_run(run_id, base_version=parent, phase="train",
+                              metrics={"demonstrations": len(ids), "planned_steps": plan.total_steps})
+        on_step = (lambda m: memory.update_run(run_id, metrics=m)) if main else None
+        result = train(model, tokenizer, examples, cfg, accelerator=accelerator, progress=progress,
+                       on_step=on_step)
+        outcome.summary = result.summary
+        accelerator.wait_for_everyone()
+        if main:
+            memory.update_run(run_id, phase="merge", metrics=result.summary)
+            outcome.candidate = save_candidate(
+                store, parent, adapter_state(result.model), lora_config(cfg),
+                method=cfg.method, demonstrations=ids, metrics=result.summary,
+                config=cfg.to_dict(), learn_run_id=run_id,
+                notes=f"{cfg.method} on {len(ids)} demonstration(s)" + (f" of {skill}" if skill else ""),
+            )
+            memory.update_run(run_id, candidate_version=outcome.candidate, phase="candidate")
+            memory.mark_used(ids, run_id)
+            memory.finish_run(run_id, "succeeded", metrics=result.summary)
+        accelerator.wait_for_everyone()
+    except BaseException as exc:
+        if main and run_id is not None:
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            memory.finish_run(run_id, status, error=f"{type(exc).__name__}: {exc}")
+        raise
+    return outcome

@@ -1,0 +1,100 @@
+"""`sdft-agent run` and `sdft-agent chat` over a tiny model store and the bundled date_math tools."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import typer
+from test_agent_support import Scripted, call
+from typer.testing import CliRunner
+
+import agent.loading
+from cli import agent_cmd
+from memory.store import Memory
+
+runner = CliRunner()
+app = typer.Typer()
+app.command()(agent_cmd.run)
+app.command()(agent_cmd.chat)
+DATE_TOOLS = json.load(open(__import__("skills").__path__[0] + "/packs/date_math.json"))["tools"]
+
+
+@pytest.fixture
+def store_home(tiny_home):
+    with Memory(tiny_home) as mem:
+        mem.add_skill("date_math", "Calendar arithmetic", DATE_TOOLS)
+    return tiny_home
+
+
+@pytest.fixture
+def script(monkeypatch):
+    """Replies the store's model will give, in order (then its own random text)."""
+    replies: list[str] = []
+    real_load = agent.loading.load
+
+    def scripted_load(*args, **kwargs):
+        model, tok = real_load(*args, **kwargs)
+        return Scripted(model, tok, replies), tok
+
+    monkeypatch.setattr(agent.loading, "load", scripted_load)
+    return replies
+
+
+def test_run_json_gives_calls_results_answer_and_episode_id(store_home, script):
+    script += [call("days_between", start="2024-01-01", end="2024-03-01"), "60 days."]
+    result = runner.invoke(app, ["run", "How many days from 2024-01-01 to 2024-03-01?", "--skill", "date_math",
+                                 "--json", "--home", str(store_home)])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["tool_calls"] == [{"name": "days_between", "arguments": {"start": "2024-01-01", "end": "2024-03-01"}}]
+    assert out["tool_results"][0]["content"] == '{"days": 60}' and out["tool_results"][0]["status"] == "success"
+    assert out["answer"] == "60 days." and out["status"] == "answered" and out["model_version"] == "tiny"
+    with Memory(store_home) as mem:
+        ep = mem.episode(out["episode_id"])
+    assert ep["skill"] == "date_math" and ep["model_version"] == "tiny" and ep["answer"] == "60 days."
+
+
+def test_run_with_the_real_tiny_model_prints_an_episode(store_home):
+    result = runner.invoke(app, ["run", "What weekday is 2024-07-04?", "--max-new-tokens", "8", "--max-turns", "2",
+                                 "--home", str(store_home)])
+    assert result.exit_code == 0, result.output
+    assert "model tiny" in result.output and "episode 1" in result.output
+
+
+def test_run_unknown_skill_is_one_clear_error(store_home):
+    result = runner.invoke(app, ["run", "hi", "--skill", "nope", "--home", str(store_home)])
+    assert result.exit_code == 1
+    assert "unknown skill 'nope' (known: date_math)" in result.output and "Traceback" not in result.output
+
+
+def test_chat_session_with_feedback_and_teaching(store_home, script):
+    script += [call("weekday_of", date="2024-07-04"), "A Thursday.", call("add_days", date="2024-01-01", days=3), "Done."]
+    session = "\n".join([
+        "/tools",
+        "/model",
+        "What weekday is 2024-07-04?",
+        "/good nice",
+        "What is 30 days after 2024-01-01?",
+        '/teach {"name": "add_days", "arguments": {"date": "2024-01-01", "days": "thirty"}}',
+        '/teach {"name": "add_days", "arguments": {"date": "2024-01-01", "days": 30}}',
+        "/bad",
+        "/nonsense",
+        "/help",
+        "/quit",
+    ]) + "\n"
+    result = runner.invoke(app, ["chat", "--skill", "date_math", "--home", str(store_home)], input=session)
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "add_days(date, days)" in out and "serving tiny" in out
+    assert "→ weekday_of(date=\"2024-07-04\")" in out and '{"weekday": "Thursday"}' in out and "A Thursday." in out
+    assert "episode 1 marked success; kept as demonstration" in out
+    assert "error: call 1 (add_days): arguments.days: 'thirty' is not of type 'integer'" in out
+    assert "stored: demonstration" in out and "for episode 2" in out
+    assert "episode 2 marked failure" in out
+    assert "unknown command /nonsense" in out and "/teach CALLS" in out
+    with Memory(store_home) as mem:
+        demos = mem.demonstrations("date_math")
+        assert [d["source"] for d in demos] == ["live", "taught"]
+        assert demos[1]["tool_calls"] == [{"name": "add_days", "arguments": {"date": "2024-01-01", "days": 30}}]
+        assert mem.episode(1)["outcome"] == "success" and mem.episode(2)["outcome"] == "failure"
