@@ -88,7 +88,14 @@ def eval_(
 
 def _run_probes(store, version, m, tok, home, general, probe_sets, files, limit, batch_size, notes, quiet):
     from agent.loading import load
-    from skills.probes import DEFAULT_SETS, default_probes, load_probe_file, needs_reference, run_probes, set_reference
+    from skills.probes import (
+        DEFAULT_SETS,
+        default_probes,
+        load_probe_file,
+        needs_reference,
+        run_probes,
+        set_reference,
+    )
 
     sets = _sets(probe_sets) or (DEFAULT_SETS if general else ())
     probes, more = default_probes(home, sets=sets, limit=limit) if sets else ([], [])

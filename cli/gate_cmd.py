@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.common import HomeOption, console, friendly_errors
+from cli.common import HomeOption, console, err_console, friendly_errors
 
 app = typer.Typer(help="The retention gate: candidate against champion, promote or block, and its reports.",
                   no_args_is_help=True)
@@ -97,4 +97,4 @@ def report(
     print(path.read_text(encoding="utf-8"), end="")
     if html is not None:
         shutil.copyfile(path.with_suffix(".html"), html)
-        console.print(f"[dim]HTML written to {html}[/]")
+        err_console.print(f"[dim]HTML written to {html}[/]")

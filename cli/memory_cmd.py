@@ -36,8 +36,10 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print the numbers as JSON.")] = False,
     home: HomeOption = None,
 ):
-    """Count skills, episodes (by outcome), demonstrations (learned or not), eval cases, learning
-    runs and gate reports, and show the size of memory.db and its WAL.
+    """Show what the memory holds and how big memory.db is.
+
+    Counts skills, episodes (by outcome), demonstrations (learned or not, duplicates seen, per
+    skill), eval cases, learning runs (by status) and gate reports, and the size of the WAL.
 
     Example: sdft-agent memory stats --json
     """
@@ -72,8 +74,9 @@ def search(
     skill: Annotated[str | None, typer.Option(help="Only this skill's demonstrations.")] = None,
     home: HomeOption = None,
 ):
-    """Recall the demonstrations most relevant to QUERY (BM25 over what the user asked and what
-    was called), best first: what the agent would put in its context.
+    """Find the demonstrations most relevant to QUERY, best first.
+
+    BM25 over what the user asked and what was called: what the agent would put in its context.
 
     Example: sdft-agent memory search "any concerts in Berlin on Friday?" --skill events -k 3
     """
@@ -97,8 +100,10 @@ def export(
     file: Annotated[Path, typer.Argument(help="The JSONL file to write (replaced if it exists).")],
     home: HomeOption = None,
 ):
-    """Write every skill (with its tools), demonstration and eval case to a JSONL file that
-    `memory import` reads back exactly. Episodes and learning runs stay behind.
+    """Write skills, demonstrations and eval cases to a JSONL file.
+
+    Every skill (with its tools), demonstration and eval case, in a file that `memory import`
+    reads back exactly. Episodes and learning runs stay behind.
 
     Example: sdft-agent memory export demos.jsonl
     """
@@ -115,9 +120,10 @@ def import_(
     file: Annotated[Path, typer.Argument(help="A JSONL file written by `memory export`.", exists=True, dir_okay=False)],
     home: HomeOption = None,
 ):
-    """Add the skills, demonstrations and eval cases of a JSONL file, validated against each
-    skill's tool schemas. All or nothing: one bad line names itself and nothing is written.
-    Importing the same file again adds nothing.
+    """Add the skills, demonstrations and eval cases of a JSONL file.
+
+    Validated against each skill's tool schemas. All or nothing: one bad line names itself and
+    nothing is written. Importing the same file again adds nothing.
 
     Example: sdft-agent memory import demos.jsonl --home ./other-home
     """

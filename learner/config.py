@@ -57,7 +57,7 @@ class LearnConfig:
     teacher_rollout_fraction: float = 0.0  # λ: share of rollouts sampled from the teacher
 
     # ---- memory / speed (both methods) -----------------------------------------------------
-    chunk_size: int = 64  # completion positions per full-vocabulary chunk in the loss
+    chunk_size: int = 16  # completion positions per full-vocabulary chunk in the loss
     gradient_checkpointing: bool = False
 
     extra: dict = field(default_factory=dict)  # free-form notes carried into the run record

@@ -249,18 +249,32 @@ def run_gate(
     """
     from memory.models import ModelStore
     from memory.store import Memory
-    from skills.probes import needs_reference, set_reference
 
     config = config or GateConfig()
     t0 = time.perf_counter()
     store = ModelStore(home, quiet=True)
-    memory = Memory(home)
+    with Memory(home) as memory:
+        champion, cand_info, skills = _check(store, memory, candidate, skill)
+        own_run = run_id is None
+        if own_run:
+            run_id = memory.start_run("gate", config.to_dict(), skill=skill)
+            memory.update_run(run_id, base_version=champion, candidate_version=candidate, phase="gate")
+        try:
+            return _gate(store, memory, run_id, own_run, champion, cand_info, skill, skills, config,
+                         promote, log, t0)
+        except BaseException as exc:
+            if own_run:
+                memory.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+
+
+def _check(store, memory, candidate: str, skill: str | None):
+    """(champion, candidate info, skills to evaluate, the new one first), or a clear error."""
     champ_info = store.champion()
     if champ_info is None:
         raise ValueError("no champion to compare with: run `sdft-agent models pull` first")
-    champion = champ_info.version
     cand_info = store.get(candidate)
-    if candidate == champion:
+    if candidate == champ_info.version:
         raise ValueError(f"{candidate} is already the champion; gate a different version")
     skills = [s["name"] for s in memory.list_skills() if memory.eval_cases(s["name"])]
     if skill is not None and skill not in skills:
@@ -268,61 +282,60 @@ def run_gate(
                          f"{', '.join(skills) or 'none'})")
     if skill is not None:  # the new skill first: it is what the run was for
         skills = [skill] + [s for s in skills if s != skill]
-    own_run = run_id is None
-    if own_run:
-        run_id = memory.start_run("gate", config.to_dict(), skill=skill)
-        memory.update_run(run_id, base_version=champion, candidate_version=candidate, phase="gate")
-    try:
-        probes, notes = gate_probes(home, config)
-        base = store.lineage(candidate)[-1]
-        results: dict[str, list[SuiteResult]] = {}
-        referenced = not needs_reference(probes)
-        for version in (champion, candidate):
-            log(f"loading {version}…")
-            model, tokenizer = _load(store, version)
-            if not referenced:
-                referenced = True
-                if version == base:
-                    set_reference(probes, model, tokenizer, base)
-                else:
-                    log(f"loading base {base} for drift…")
-                    base_model, base_tok = _load(store, base)
-                    set_reference(probes, base_model, base_tok, base)
-                    del base_model
-            results[version] = evaluate_version(model, tokenizer, memory, skills, probes, config, version, log)
-            del model
-            gc.collect()
-        decision = decide(results[champion], results[candidate], config, new_skill=skill)
-        promoted = False
-        if decision.promote and promote:
-            if store.champion_name() != champion:
-                decision = GateDecision(False, [f"the champion moved to {store.champion_name()} while the gate "
-                                                f"ran; gate {candidate} again"], decision.suites)
-            else:
-                store.use(candidate, reason=f"retention gate, run {run_id}: promoted over {champion}")
-                promoted = True
-        elif decision.promote:
-            decision.reasons.insert(0, "dry run: the gate would promote, the alias was not moved")
-        summary = _summary(run_id, champion, candidate, cand_info.parent, base, skill, decision, results,
-                           config, notes, promoted, time.perf_counter() - t0)
-        from learner.report import history_matrix, write_report
+    return champ_info.version, cand_info, skills
 
-        summary["matrix"] = history_matrix(store, memory, summary)
-        folder = _report_folder(store.home, run_id)
-        md, html = write_report(folder, summary, results[champion], results[candidate])
-        summary["report"] = str(md)
-        report_id = memory.add_gate_report(run_id, decision.decision, summary, str(md))
-        (folder / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
-        if own_run:
-            memory.finish_run(run_id, "promoted" if promoted else "blocked",
-                              metrics={"gate": {"decision": decision.decision, "report": str(md)}})
-        return GateOutcome(run_id, decision, champion, candidate, promoted, report_id, md, html, summary)
-    except BaseException as exc:
-        if own_run:
-            memory.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        memory.close()
+
+def _gate(store, memory, run_id, own_run, champion, cand_info, skill, skills, config, promote, log, t0):
+    """Evaluate both versions, decide, move the alias or not, write and link the report."""
+    from skills.probes import needs_reference, set_reference
+
+    candidate = cand_info.version
+    probes, notes = gate_probes(store.home, config)
+    base = store.lineage(candidate)[-1]
+    results: dict[str, list[SuiteResult]] = {}
+    referenced = not needs_reference(probes)
+    for version in (champion, candidate):
+        log(f"loading {version}…")
+        model, tokenizer = _load(store, version)
+        if not referenced:
+            referenced = True
+            if version == base:
+                set_reference(probes, model, tokenizer, base)
+            else:
+                log(f"loading base {base} for drift…")
+                base_model, base_tok = _load(store, base)
+                set_reference(probes, base_model, base_tok, base)
+                del base_model
+        results[version] = evaluate_version(model, tokenizer, memory, skills, probes, config, version, log)
+        del model
+        gc.collect()
+    decision = decide(results[champion], results[candidate], config, new_skill=skill)
+    promoted = False
+    if decision.promote and promote:
+        if store.champion_name() != champion:
+            decision = GateDecision(False, [f"the champion moved to {store.champion_name()} while the gate "
+                                            f"ran; gate {candidate} again"], decision.suites)
+        else:
+            store.use(candidate, reason=f"retention gate, run {run_id}: promoted over {champion}")
+            promoted = True
+    elif decision.promote:
+        decision.reasons.insert(0, "dry run: the gate would promote, the alias was not moved")
+    summary = _summary(run_id, champion, candidate, cand_info.parent, base, skill, decision, results,
+                       config, notes, promoted, time.perf_counter() - t0)
+    from learner.report import history_matrix, write_report
+
+    summary["matrix"] = history_matrix(store, memory, summary)
+    folder = _report_folder(store.home, run_id)
+    md, html = write_report(folder, summary, results[champion], results[candidate])
+    summary["report"] = str(md)
+    report_id = memory.add_gate_report(run_id, decision.decision, summary, str(md))
+    (folder / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    (folder / "results.json").write_text(json.dumps({v: [r.to_dict() for r in rs] for v, rs in results.items()},
+                                                    ensure_ascii=False, default=str) + "\n")
+    if own_run:
+        memory.finish_run(run_id, "promoted" if promoted else "blocked",
+                          metrics={"gate": {"decision": decision.decision, "report": str(md)}})
+    return GateOutcome(run_id, decision, champion, candidate, promoted, report_id, md, html, summary)
 
 
 def _report_folder(home: Path, run_id: int) -> Path:

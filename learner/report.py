@@ -1,10 +1,10 @@
 """The gate's report: Markdown, and the same as one self-contained HTML page, with PNG plots.
 
 Stored under `<home>/reports/run-NNNN/` (report.md, report.html, suites.png, matrix.png,
-summary.json) and linked from memory (Memory.add_gate_report). It shows every suite before and
-after with 95% confidence intervals (Wilson for accuracies, normal for drift), the paired test
-behind each verdict, the accuracy matrix over versions and backward transfer, and the cases that
-changed, so a blocked run says exactly what got worse.
+summary.json, and results.json with every case) and linked from memory (Memory.add_gate_report).
+It shows every suite before and after with 95% confidence intervals (Wilson for accuracies,
+normal for drift), the paired test behind each verdict, the accuracy matrix over versions and
+backward transfer, and the cases that changed, so a blocked run says exactly what got worse.
 
 The accuracy matrix R has a row per version along the candidate's lineage (base first) and a
 column per skill; R[i, j] is version i's accuracy on skill j, gathered from this gate and the
@@ -237,7 +237,7 @@ def render_markdown(summary: dict, champion: list[SuiteResult], candidate: list[
             f"- probes: {', '.join(c['probe_sets']) if c['probe_sets'] is not None else 'default'}"
             + (f" + {', '.join(c['probe_files'])}" if c["probe_files"] else "")
             + f"; up to {c['probe_limit']} items per set (seed {c['probe_seed']})",
-            f"- evaluation time: " + ", ".join(f"{v} {t:.1f} s" for v, t in s["eval_wall_s"].items())]
+            "- evaluation time: " + ", ".join(f"{v} {t:.1f} s" for v, t in s["eval_wall_s"].items())]
     out += [f"- note: {_cell(n)}" for n in s["notes"]]
     return "\n".join(out) + "\n"
 

@@ -9,8 +9,9 @@ What makes BM25 slow on a large memory is scoring every row that matches any que
 frequent terms match a large share of the rows while adding little to the score (low IDF). So
 the terms are taken rarest first while the rows they match stay under a budget (ROW_BUDGET),
 which bounds the work per recall; a term that occurs in very many demonstrations is dropped
-once rarer terms have found enough candidates. Stop words are dropped first. `exact=True`
-scores with every term.
+once rarer terms have found enough candidates; when the kept terms find fewer than k
+demonstrations (a small skill), every term is used after all. Stop words are dropped first.
+`exact=True` scores with every term.
 """
 
 from __future__ import annotations

@@ -112,8 +112,14 @@ class Memory:
 
     @contextmanager
     def write(self) -> Iterator[sqlite_utils.Database]:
-        """One write transaction holding the write lock from its first statement."""
+        """One write transaction holding the write lock from its first statement. Inside
+        another write it is a savepoint of that transaction, so several calls can be one
+        atomic unit: `with mem.write(): mem.add_skill(...); mem.add_demonstration(...)`."""
         with self._lock:
+            if self.db.conn.in_transaction:
+                with self.db.atomic():
+                    yield self.db
+                return
             self.db.execute("BEGIN IMMEDIATE")
             try:
                 yield self.db
@@ -139,6 +145,8 @@ class Memory:
         return rows[0]
 
     def _skill_id(self, name: Any, where: str = "skill") -> int:
+        if not isinstance(name, str):
+            raise ValidationError(f"{where}: expected a skill name, got {type(name).__name__}")
         row = self.db.execute("SELECT id FROM skills WHERE name = ?", [name]).fetchone()
         if row is None:
             known = [r[0] for r in self.db.execute("SELECT name FROM skills ORDER BY name")]
@@ -262,6 +270,8 @@ class Memory:
         return ids
 
     def _prepare_episode(self, e: dict, where: str) -> tuple[list, str | None]:
+        if not isinstance(e, dict):
+            raise ValidationError(f"{where}: expected an object with record_episode's arguments, got {type(e).__name__}")
         errors = message_errors(e.get("messages"), f"{where}.messages")
         calls = e.get("tool_calls") or []
         errors += call_errors(calls, f"{where}.tool_calls")
@@ -352,6 +362,8 @@ class Memory:
 
     def _insert_demo(self, db, skill: str, skill_id: int, tools: dict, d: dict, where: str,
                      *, count_duplicate: bool = True) -> tuple[int, bool]:
+        if not isinstance(d, dict):
+            raise ValidationError(f"{where}: expected an object with add_demonstration's arguments, got {type(d).__name__}")
         unknown = set(d) - {"messages", "tool_calls", "content", "source", "provenance", "episode_id",
                             "duplicates", "created_at"}
         if unknown:
@@ -448,17 +460,17 @@ class Memory:
         return [{**rows[i], "score": -r} for i, r in hits if i in rows]
 
     def _recall_hits(self, terms: list[str], k: int, skill_id: int | None, exact: bool) -> list[tuple]:
+        # BM25's cost grows with the rows each term matches in the whole index (its IDF is
+        # counted there even within one skill), so the terms are chosen by global frequency.
         if not exact:
             self._refresh_df_cache()
-            pool = None if skill_id is None else self._cached(
-                f"#skill{skill_id}", "SELECT count(*) FROM demonstrations WHERE skill_id = ?", skill_id)
-            if pool is None or pool > recall_mod.ROW_BUDGET:
-                kept, dropped = recall_mod.choose_terms({t: self._doc_freq(t) for t in terms})
-                if not kept:
-                    return []  # no term occurs anywhere
-                hits = self._bm25(kept, k, skill_id)
-                if len(hits) >= k or not dropped:
-                    return hits
+            kept, dropped = recall_mod.choose_terms({t: self._doc_freq(t) for t in terms})
+            if not kept:
+                return []  # no term occurs anywhere
+            hits = self._bm25(kept, k, skill_id)
+            if len(hits) >= k or not dropped:
+                return hits
+            # Fewer than k: the dropped terms may still match (a small skill, a short memory).
         return self._bm25(terms, k, skill_id)
 
     def _bm25(self, terms: list[str], k: int, skill_id: int | None) -> list[tuple]:
@@ -476,18 +488,15 @@ class Memory:
             self._df.clear()
             self._df_top = top
 
-    def _cached(self, key: str, sql: str, *params) -> int:
-        if key in self._df:
-            return self._df[key]
-        n = self.db.execute(sql, params).fetchone()[0]
-        if n:  # a zero may stop being one with the next write (and is cheap to count again)
-            self._df[key] = n
-        return n
-
     def _doc_freq(self, term: str) -> int:
         """Demonstrations containing `term` (stemmed as the index does), cached per process."""
-        return self._cached(term, "SELECT count(*) FROM demonstrations_fts WHERE demonstrations_fts MATCH ?",
-                            recall_mod.term_expression(term))
+        if term in self._df:
+            return self._df[term]
+        n = self.db.execute("SELECT count(*) FROM demonstrations_fts WHERE demonstrations_fts MATCH ?",
+                            [recall_mod.term_expression(term)]).fetchone()[0]
+        if n:  # a zero may stop being one with the next write (and is cheap to count again)
+            self._df[term] = n
+        return n
 
     def unlearned_demonstrations(self, skill: str | None = None, limit: int | None = None) -> list[dict]:
         """Demonstrations no learning run has used yet, oldest first."""

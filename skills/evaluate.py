@@ -1,8 +1,8 @@
 """The evaluation harness: a model answers a skill's held-out cases; the checker judges each call.
 
 Greedy and batched (skills.generation), with no demonstrations in context unless `recall` > 0:
-then, as the agent does, the k demonstrations memory recalls for the case's request are put
-before it as earlier exchanges (user asks, assistant calls the tool). Every case keeps what was
+then the k demonstrations memory recalls for the case's request are put before it as earlier
+exchanges, laid out by the agent's own `agent.loop.demonstration_messages`. Every case keeps what was
 generated and why it was judged as it was, so a report can show the failures, and the gate can
 pair the outcomes of two models case by case.
 
@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from agent.loop import demonstration_messages  # the agent's own few-shot layout, shared
 from agent.prompt import PromptFormat, call_block, call_json
 from skills.checker import check_calls
 from skills.generation import generate_texts
@@ -77,19 +78,6 @@ class SuiteResult:
 def user_text(messages: list[dict]) -> str:
     """What the user asked in a conversation (the query recall searches with)."""
     return "\n".join(m.get("content") or "" for m in messages if m["role"] == "user")
-
-
-def demonstration_messages(demos: list[dict]) -> list[dict]:
-    """Recalled demonstrations as earlier exchanges: each one's conversation (system message
-    dropped), then the assistant turn it demonstrates."""
-    out: list[dict] = []
-    for d in demos:
-        out += [m for m in d["messages"] if m["role"] != "system"]
-        turn: dict = {"role": "assistant", "content": d.get("content") or ""}
-        if d.get("tool_calls"):
-            turn["tool_calls"] = [{"name": c["name"], "arguments": c.get("arguments", {})} for c in d["tool_calls"]]
-        out.append(turn)
-    return out
 
 
 def with_demonstrations(messages: list[dict], demos: list[dict]) -> list[dict]:

@@ -30,15 +30,15 @@ def _load(home, version):
     return load(version, store=ModelStore(home, quiet=True))
 
 
-def _candidate(home, noise: float) -> str:
-    """A new version from the champion's weights, with Gaussian noise of std `noise` added."""
+def _candidate(home, noise: float, parent: str = "tiny") -> str:
+    """A new version from `parent`'s weights, with Gaussian noise of std `noise` added."""
     store = ModelStore(home, quiet=True)
-    model, tok = _load(home, "tiny")
+    model, tok = _load(home, parent)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn(p.shape, generator=g) * noise)
-    with store.draft(parent="tiny", notes=f"noise {noise}") as draft:
+    with store.draft(parent=parent, notes=f"noise {noise}") as draft:
         model.save_pretrained(draft.path)
         tok.save_pretrained(draft.path)
     return draft.version
@@ -143,3 +143,90 @@ def test_gating_the_champion_is_refused(gate_home):
     home, mc = gate_home
     with pytest.raises(ValueError, match="already the champion"):
         run_gate(home, "tiny", config=_config(mc))
+
+
+def test_accuracy_matrix_and_bwt_follow_the_lineage(tiny_home):
+    from learner.report import history_matrix
+
+    v1 = _candidate(tiny_home, 0.0)
+    v2 = _candidate(tiny_home, 0.0, parent=v1)
+    with Memory(tiny_home) as mem:
+        mem.add_skill("a", "A", [])
+        mem.add_skill("b", "B", [])
+        run = mem.start_run("sdft", {}, skill="a")
+        mem.update_run(run, candidate_version=v1)
+        mem.add_gate_report(run, "promote", {"champion": "tiny", "candidate": v1, "skill": "a",
+                                             "accuracies": {"champion": {"a": 0.1, "b": 0.5},
+                                                            "candidate": {"a": 0.8, "b": 0.5}}}, None)
+        now = {"champion": v1, "candidate": v2, "skill": "b",
+               "accuracies": {"champion": {"a": 0.8, "b": 0.5}, "candidate": {"a": 0.6, "b": 0.9}}}
+        m = history_matrix(ModelStore(tiny_home, quiet=True), mem, now)
+    assert m["rows"] == ["tiny", v1, v2] and m["row_skills"] == [None, "a", "b"]
+    assert m["cols"] == ["a", "b"]
+    assert m["values"] == [[0.1, 0.5], [0.8, 0.5], [0.6, 0.9]]
+    assert m["bwt"] == pytest.approx(0.6 - 0.8) and m["bwt_terms"] == 1
+
+
+def test_report_states_matrix_and_bwt(tmp_path):
+    from learner.gate import GateConfig, decide
+    from learner.report import write_report
+    from skills.evaluate import SuiteResult
+
+    def suite(name, scores):
+        return SuiteResult(name, "skill", [{"id": str(i), "score": float(x)} for i, x in enumerate(scores)])
+
+    champ, cand = [suite("a", [1, 1, 1, 1, 0]), suite("b", [0, 0, 1, 1, 1])], [suite("a", [1, 1, 1, 0, 0]), suite("b", [1, 1, 1, 1, 1])]
+    d = decide(champ, cand, GateConfig(), new_skill="b")
+    summary = {"run_id": 7, "decision": d.decision, "promoted": True, "champion": "v1", "candidate": "v2",
+               "candidate_parent": "v1", "base": "base", "skill": "b", "reasons": d.reasons,
+               "suites": [x.to_dict() for x in d.suites], "wall_s": 1.0, "eval_wall_s": {"v1": 0.5, "v2": 0.5},
+               "config": GateConfig().to_dict(), "notes": [],
+               "matrix": {"rows": ["base", "v1", "v2"], "row_skills": [None, "a", "b"], "cols": ["a", "b"],
+                          "values": [[0.2, 0.0], [1.0, 0.6], [0.6, 1.0]], "bwt": -0.4, "bwt_terms": 1}}
+    md, html = write_report(tmp_path / "r", summary, champ, cand)
+    text = md.read_text()
+    assert text.startswith("# Retention gate, run 7: PROMOTE")
+    assert "| v1 (learned a) | 100.0% | 60.0% |" in text
+    assert "**-40.0 points** over 1 skill(s)" in text
+    assert "| a | skill | 5 | 80.0% [37.6, 96.4] | 60.0% [23.1, 88.2] | -20.0 pts | 1 / 0 | 0.5 | 2 pts | **drop not significant** |" in text
+    assert "| b | new skill | 5 | 60.0% [23.1, 88.2] | 100.0% [56.6, 100.0] | +40.0 pts | 0 / 2 | 1 | 2 pts | **improved** |" in text
+    assert (tmp_path / "r" / "matrix.png").is_file() and html.read_text().count("data:image/png") == 2
+
+
+# ---- the command line ----------------------------------------------------------------------
+
+
+def _cli(args, home):
+    import typer
+    from typer.testing import CliRunner
+
+    from cli.gate_cmd import app as gate_app
+
+    app = typer.Typer()
+    app.add_typer(gate_app, name="gate")
+    return CliRunner().invoke(app, ["gate", *args, "--home", str(home)])
+
+
+def test_gate_check_and_report_from_the_command_line(gate_home, tmp_path):
+    home, mc = gate_home
+    cand = _candidate(home, noise=0.5)
+    result = _cli(["check", "--candidate", cand, "--probe-sets", "drift", "--probes", str(mc),
+                   "--max-new-tokens", "4", "--no-fetch"], home)
+    assert result.exit_code == 0, result.output
+    assert f"BLOCK {cand} vs champion tiny" in result.output
+    assert "champion: tiny; report: " in result.output
+    run_id = Memory(home).gate_reports()[-1]["run_id"]
+
+    html = tmp_path / "out.html"
+    shown = _cli(["report", str(run_id), "--html", str(html)], home)
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout.startswith(f"# Retention gate, run {run_id}: BLOCK")
+    assert "| mc | probe | 30 | 100.0% [88.6, 100.0] |" in shown.stdout
+    assert html.read_text().startswith("<!doctype html>")
+    assert _cli(["report"], home).stdout == shown.stdout  # default: the latest report
+
+
+def test_gate_report_without_reports_is_one_clear_line(tiny_home):
+    result = _cli(["report"], tiny_home)
+    assert result.exit_code == 1
+    assert "no gate report for this home" in result.output and "Traceback" not in result.output

@@ -313,3 +313,16 @@ def test_one_memory_shared_by_threads(mem):
         th.join()
     assert errors == []
     assert mem.stats()["episodes"] == 160 and mem.stats()["demonstrations"] == 160
+
+
+def test_several_calls_in_one_write_are_one_transaction(mem):
+    with pytest.raises(ValidationError):
+        with mem.write():
+            mem.add_skill("shop", "", [dict(FLIGHTS, name="buy")])
+            mem.add_demonstration("shop", user("buy it"), call("buy", origin="a", destination="b"))
+            mem.add_demonstration("shop", user("buy it"), call("sell"))  # refused: all of it undone
+    assert mem.get_skill("shop") is None and mem.demonstrations() == []
+    with mem.write():
+        mem.add_skill("shop", "", [dict(FLIGHTS, name="buy")])
+        mem.add_demonstration("shop", user("buy it"), call("buy", origin="a", destination="b"))
+    assert len(mem.demonstrations("shop")) == 1

@@ -1,0 +1,239 @@
+"""Our SDFT step against TRL's `trl.experimental.sdft.SDFTTrainer`, and against our SFT step.
+
+Same model (SmolLM2-135M from the model store), same 32 tool-use prompts (the bundled skill packs'
+demonstrations, tools in the prompt), same config: LoRA r=16 on all linear layers, batch 4,
+64 completion tokens at temperature 1, full-vocabulary forward KL, EMA teacher (α = 0.02), the
+paper's teacher template, first 3 completion tokens masked, AdamW lr 1e-4. Both sides read
+byte-identical student and teacher prompts (checked before timing).
+
+Every measurement runs in a fresh process (so peak RSS is that run's own), both sides import the
+same libraries (TRL's datasets/pandas too, so library overhead is equal), runs alternate between
+the methods, and the first optimizer step of each run is left out as warm-up. The machine may be
+shared: the load average is recorded beside the numbers.
+
+    python benchmarks/sdft_vs_trl.py --home /tmp/h1              # full comparison → results JSON
+    python benchmarks/sdft_vs_trl.py --home /tmp/h1 --steps 3 --reps 1 --threads 1
+
+Needs `pip install trl` (benchmark-only; it does not change torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKS = ("unit_convert", "date_math", "catalog")
+RESULTS = ROOT / "benchmarks" / "results" / "sdft_vs_trl.json"
+N_PROMPTS, BATCH, COMPLETION, LR, EMA, SKIP = 32, 4, 64, 1e-4, 0.02, 3
+
+
+def demonstrations() -> tuple[list[dict], dict]:
+    demos, tools = [], {}
+    for name in PACKS:
+        pack = json.loads((ROOT / "skills" / "packs" / f"{name}.json").read_text())
+        tools[name] = pack["tools"]
+        demos += [{**d, "skill": name, "id": len(demos) + i, "content": d.get("content")}
+                  for i, d in enumerate(pack["demonstrations"][:11])]
+    return demos[:N_PROMPTS], tools
+
+
+def rss_now_and_peak() -> tuple[float, float]:
+    """(current, peak) resident set size of this process in MB."""
+    status = Path("/proc/self/status").read_text()
+    kb = {k: v.split()[0] for k, v in (line.split(":", 1) for line in status.splitlines())
+          if k in ("VmRSS", "VmHWM")}
+    return int(kb["VmRSS"]) / 1024, int(kb["VmHWM"]) / 1024
+
+
+def run_one(method: str, home: str, steps: int, threads: int, trl_checkpointing: bool = False) -> dict:
+    """One training run in this process; returns per-step seconds and completion tokens."""
+    import torch
+    import trl  # noqa: F401  (imported by every side, so library overhead is equal)
+
+    from agent.loading import load
+    from agent.prompt import PromptFormat
+    from learner.config import LearnConfig
+    from learner.examples import encode_example, examples_from_demonstrations
+    from learner.train import train
+
+    torch.set_num_threads(threads)
+    model, tok = load(home=home)
+    fmt = PromptFormat(tok)
+    demos, tools = demonstrations()
+    examples = examples_from_demonstrations(demos, fmt, tools)
+    rss_before, _ = rss_now_and_peak()
+    if method in ("ours", "sft"):
+        cfg = LearnConfig(method="sdft" if method == "ours" else "sft", max_steps=steps, batch_size=BATCH,
+                          max_new_tokens=COMPLETION, lr=LR, teacher="ema", ema_alpha=EMA, divergence="forward",
+                          skip_first=SKIP, seed=0)
+        result = train(model, tok, examples, cfg, progress=False)
+        step_s = [h["step_s"] for h in result.history]
+        tokens = [h["completion_tokens"] for h in result.history]
+        parts = {"targets_s": [h["targets_s"] for h in result.history],
+                 "train_s": [h["train_s"] for h in result.history]}
+    else:
+        step_s, tokens, parts = run_trl(model, tok, fmt, examples, steps,
+                                        [encode_example(e, fmt) for e in examples], trl_checkpointing)
+    _, peak = rss_now_and_peak()
+    return {"method": method, "step_s": step_s, "completion_tokens": tokens, "parts": parts,
+            "rss_before_train_mb": rss_before, "peak_rss_mb": peak}
+
+
+def run_trl(model, tok, fmt, examples, steps, encoded, trl_checkpointing=False):
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import TrainerCallback
+    from trl.experimental.sdft import SDFTConfig, SDFTTrainer
+
+    from learner.teacher_templates import PAPER_TEMPLATE
+
+    rows = [{"prompt": fmt._fallback_messages(e.messages, e.tools) if not fmt.native_tools else e.messages,
+             "privileged_context": fmt.strip_special(e.completion_text)} for e in examples]
+    template = PAPER_TEMPLATE.replace("{question}", "{prompt}").replace("{demonstration}", "{privileged_context}")
+    with tempfile.TemporaryDirectory() as out:
+        args = SDFTConfig(
+            output_dir=out, per_device_train_batch_size=BATCH, gradient_accumulation_steps=1,
+            num_generations=1, max_steps=steps, learning_rate=LR, lr_scheduler_type="cosine",
+            warmup_steps=math.ceil(0.1 * steps), weight_decay=0.0, max_grad_norm=1.0, max_prompt_length=None,
+            max_completion_length=COMPLETION, temperature=1.0, top_p=1.0, top_k=0,
+            distillation_mode="full_logits", distillation_alpha=0.0, teacher_model_kind="ema",
+            teacher_update_rate=EMA, num_loss_tokens_to_skip=SKIP, distillation_is_clip=None,
+            teacher_prompt_template=template, logging_steps=1, report_to=[], save_strategy="no",
+            use_cpu=True, seed=0, disable_tqdm=True, dataloader_num_workers=0,
+            # TRL's default is True; off here as on our side (with it on, this model generates
+            # without a KV cache and TRL is several times slower still)
+            gradient_checkpointing=trl_checkpointing,
+        )
+        peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
+                                 task_type="CAUSAL_LM")
+        trainer = SDFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                              processing_class=tok, peft_config=peft_config)
+        # same tokens on both sides: student prompts, and teacher prompts (our paper template)
+        assert trainer._tokenize_prompts([rows[0]["prompt"]])[0] == encoded[0].prompt_ids
+        teacher = trainer.teacher_context_builder._compose_teacher_prompt(rows[0]["prompt"], rows[0]["privileged_context"])
+        assert trainer._tokenize_prompts([teacher])[0] == encoded[0].teacher_prompt_ids
+
+        tokens: list[int] = []
+        gen_s: list[float] = []
+        generate = trainer._generate_transformers
+
+        def counting_generate(prompt_ids):
+            t = time.perf_counter()
+            p, c = generate(prompt_ids)
+            gen_s.append(time.perf_counter() - t)
+            tokens.append(sum(len(x) for x in c))
+            return p, c
+
+        trainer._generate_transformers = counting_generate
+        step_s: list[float] = []
+
+        class Timer(TrainerCallback):
+            def on_step_begin(self, *a, **k):
+                self.t = time.perf_counter()
+
+            def on_step_end(self, *a, **k):
+                step_s.append(time.perf_counter() - self.t)
+
+        trainer.add_callback(Timer())
+        trainer.train()
+    return step_s, tokens, {"generate_s": gen_s}
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Steady state: the first step of every run is warm-up and left out."""
+    secs = [s for r in runs for s in r["step_s"][1:]]
+    toks = [t for r in runs for t in r["completion_tokens"][1:]]
+    return {
+        "runs": len(runs),
+        "steps_measured": len(secs),
+        "seconds_per_step_median": statistics.median(secs),
+        "seconds_per_step_mean": statistics.fmean(secs),
+        "completion_tokens_per_step_mean": statistics.fmean(toks),
+        "completion_tokens_per_s": sum(toks) / sum(secs),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+        "rss_before_train_mb": max(r["rss_before_train_mb"] for r in runs),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--home", default=os.environ.get("SDFT_AGENT_HOME"), help="model-store home (smollm2-135m pulled)")
+    ap.add_argument("--steps", type=int, default=5, help="optimizer steps per run (the first is warm-up)")
+    ap.add_argument("--reps", type=int, default=2, help="runs per method, alternated")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per run (1 on a shared machine)")
+    ap.add_argument("--methods", default="ours,trl,sft")
+    ap.add_argument("--trl-gradient-checkpointing", action="store_true",
+                    help="run TRL with its default gradient_checkpointing=True")
+    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--run", help=argparse.SUPPRESS)  # child mode: one run, JSON on stdout
+    a = ap.parse_args()
+    if a.run:
+        print("RESULT " + json.dumps(run_one(a.run, a.home, a.steps, a.threads,
+                                              a.trl_gradient_checkpointing)), flush=True)
+        return
+
+    methods = a.methods.split(",")
+    runs: dict[str, list[dict]] = {m: [] for m in methods}
+    loads = [os.getloadavg()[0]]
+    env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT),
+           "TQDM_DISABLE": "1"}
+    for rep in range(a.reps):
+        for m in methods:
+            t = time.time()
+            proc = subprocess.run([sys.executable, __file__, "--run", m, "--home", a.home, "--steps", str(a.steps),
+                                   "--threads", str(a.threads)]
+                                  + (["--trl-gradient-checkpointing"] if a.trl_gradient_checkpointing else []),
+                                  capture_output=True, text=True, env=env, cwd=ROOT)
+            line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+            if proc.returncode != 0 or not line:
+                sys.exit(f"{m} run failed:\n{proc.stderr[-4000:]}")
+            runs[m].append(json.loads(line[0][len("RESULT "):]))
+            loads.append(os.getloadavg()[0])
+            print(f"rep {rep} {m}: {time.time() - t:.0f} s, steps {[round(s, 1) for s in runs[m][-1]['step_s']]}",
+                  flush=True)
+
+    summary = {m: summarise(r) for m, r in runs.items()}
+    out = {
+        "config": {"model": "smollm2-135m (SmolLM2-135M-Instruct, float32, CPU)", "prompts": N_PROMPTS,
+                   "batch": BATCH, "completion_tokens": COMPLETION, "lora": "r=16, alpha=32, all linear layers",
+                   "divergence": "full-vocabulary forward KL(teacher||student)", "teacher": f"ema alpha={EMA}",
+                   "skip_first": SKIP, "lr": LR, "steps_per_run": a.steps, "reps": a.reps, "threads": a.threads,
+                   "trl_gradient_checkpointing": a.trl_gradient_checkpointing},
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                    "load_average_1min_samples": loads, **_versions()},
+        "summary": summary,
+        "runs": runs,
+    }
+    if "ours" in summary and "trl" in summary:
+        out["throughput_ratio"] = summary["ours"]["completion_tokens_per_s"] / summary["trl"]["completion_tokens_per_s"]
+        out["seconds_per_step_ratio"] = summary["trl"]["seconds_per_step_median"] / summary["ours"]["seconds_per_step_median"]
+        out["peak_rss_ratio"] = summary["ours"]["peak_rss_mb"] / summary["trl"]["peak_rss_mb"]
+    if "ours" in summary and "sft" in summary:
+        out["sdft_sft_time_ratio"] = summary["ours"]["seconds_per_step_median"] / summary["sft"]["seconds_per_step_median"]
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in out.items() if k not in ("runs", "machine")}, indent=2))
+
+
+def _versions() -> dict:
+    import peft
+    import torch
+    import transformers
+    import trl
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
+            "trl": trl.__version__}
+
+
+if __name__ == "__main__":
+    main()
