@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from cli.common import HomeOption, console, friendly_errors
+from learner.config import LearnConfig as _C  # defaults come from the one config dataclass
 
 
 @friendly_errors
@@ -15,14 +16,14 @@ def learn(
     method: Annotated[str, typer.Option(help="sdft (self-distillation, the default) or sft (the baseline).")] = "sdft",
     skill: Annotated[str | None, typer.Option(help="Learn only this skill's demonstrations (default: all new ones).")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (overrides --epochs).")] = None,
-    epochs: Annotated[int, typer.Option(help="Passes over the demonstrations.")] = 2,
-    lr: Annotated[float, typer.Option(help="Learning rate (AdamW, cosine schedule with warmup).")] = 1e-4,
-    teacher: Annotated[str, typer.Option(help="SDFT teacher: ema (EMA of the student), base (adapter off) or live.")] = "ema",
-    divergence: Annotated[str, typer.Option(help="SDFT loss: forward KL(teacher‖student), reverse, or jsd.")] = "forward",
-    batch_size: Annotated[int, typer.Option(help="Prompts per micro-batch.")] = 4,
-    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 1,
-    max_new_tokens: Annotated[int, typer.Option(help="Longest SDFT rollout, in tokens.")] = 128,
-    seed: Annotated[int, typer.Option(help="Random seed (LoRA init, order, sampling).")] = 0,
+    epochs: Annotated[int, typer.Option(help="Passes over the demonstrations.")] = _C.epochs,
+    lr: Annotated[float, typer.Option(help="Learning rate (AdamW, cosine schedule with warmup).")] = _C.lr,
+    teacher: Annotated[str, typer.Option(help="SDFT teacher: ema (EMA of the student), base (adapter off) or live.")] = _C.teacher,
+    divergence: Annotated[str, typer.Option(help="SDFT loss: forward KL(teacher‖student), reverse, or jsd.")] = _C.divergence,
+    batch_size: Annotated[int, typer.Option(help="Prompts per micro-batch.")] = _C.batch_size,
+    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = _C.grad_accum,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest SDFT rollout, in tokens.")] = _C.max_new_tokens,
+    seed: Annotated[int, typer.Option(help="Random seed (LoRA init, order, sampling).")] = _C.seed,
     model: Annotated[str | None, typer.Option(help="Version to start from (default: the champion).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be learned and the plan; train and write nothing.")] = False,
     home: HomeOption = None,
@@ -35,10 +36,9 @@ def learn(
 
     Example: sdft-agent learn --method sdft --skill unit_convert --max-steps 20
     """
-    from learner.config import LearnConfig
     from learner.learn import learn_candidate
 
-    cfg = LearnConfig(method=method, max_steps=max_steps, epochs=epochs, lr=lr, teacher=teacher,
+    cfg = _C(method=method, max_steps=max_steps, epochs=epochs, lr=lr, teacher=teacher,
                       divergence=divergence, batch_size=batch_size, grad_accum=grad_accum,
                       max_new_tokens=max_new_tokens, seed=seed)
     out = learn_candidate(home, cfg, skill=skill, version=model, dry_run=dry_run)

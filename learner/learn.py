@@ -56,8 +56,12 @@ def learn_candidate(
     Returns an outcome with no demonstrations when there is nothing new to learn.
     """
     cfg = cfg or LearnConfig()
-    memory = Memory(home)
-    store = ModelStore(home, quiet=True)
+    with Memory(home) as memory:
+        return _learn(memory, ModelStore(home, quiet=True), cfg, skill, version, limit, dry_run,
+                      progress, accelerator)
+
+
+def _learn(memory, store, cfg, skill, version, limit, dry_run, progress, accelerator) -> LearnOutcome:
     demos = memory.unlearned_demonstrations(skill, limit)
     parent = store.resolve(version).version
     ids = [d["id"] for d in demos]

@@ -91,9 +91,10 @@ def test_item_errors_name_the_row():
 
 
 def test_continuation_logprob_is_the_sum_over_continuation_tokens(tiny_tokenizer, tiny_model):
-    pairs = [("Question: What is 42?\nAnswer:", " The answer is 42."), ("Paris is", " the capital"),
-             ("x", " a much longer continuation than the others")]
-    got = mc.continuation_logprobs(tiny_model, tiny_tokenizer, pairs, batch_size=3)
+    ctx = "Question: What is 42?\nAnswer:"
+    pairs = [(ctx, " The answer is 42."), ("Paris is", " the capital"), (ctx, " 7"),
+             ("x", " a much longer continuation than the others"), (ctx, " forty two, the answer")]
+    got = mc.continuation_logprobs(tiny_model, tiny_tokenizer, pairs)
     for (ctx, cont), value in zip(pairs, got, strict=True):
         n_ctx = len(tiny_tokenizer(ctx, add_special_tokens=False)["input_ids"])
         whole = tiny_tokenizer(ctx + cont, add_special_tokens=False)["input_ids"]
@@ -101,7 +102,6 @@ def test_continuation_logprob_is_the_sum_over_continuation_tokens(tiny_tokenizer
             logp = F.log_softmax(tiny_model(torch.tensor([whole])).logits[0].float(), -1)
         manual = sum(logp[t - 1, whole[t]].item() for t in range(n_ctx, len(whole)))
         assert value == pytest.approx(manual, abs=1e-4)
-    assert got == pytest.approx(mc.continuation_logprobs(tiny_model, tiny_tokenizer, pairs, batch_size=1), abs=1e-4)
 
 
 def test_choice_is_normalised_by_length(monkeypatch):

@@ -15,10 +15,12 @@ Item shapes read (one JSON object a line), detected from the keys:
 
 from __future__ import annotations
 
+import inspect
 import time
 
 import torch
 import torch.nn.functional as F
+from transformers import DynamicCache
 
 from skills.evaluate import SuiteResult
 
@@ -86,38 +88,73 @@ def to_items(rows: list[dict], where: str = "probe file") -> list[dict]:
     return items
 
 
+def _split(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """(context ids, continuation ids): the continuation is what tokenising context+continuation
+    adds after the context's own tokens (lm-eval's split), so a leading space that merges into
+    the first continuation token is scored with it."""
+    ctx = tokenizer(context, add_special_tokens=False)["input_ids"]
+    whole = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
+    if len(whole) <= len(ctx):  # an empty continuation: score the context's last token
+        ctx = whole[:-1]
+    if whole[: len(ctx)] != ctx:  # the boundary merged: keep what the context still owns
+        n = 0
+        while n < min(len(ctx), len(whole) - 1) and ctx[n] == whole[n]:
+            n += 1
+        ctx = whole[:n]
+    ctx = ctx or whole[:1]  # at least one token of context
+    return ctx, whole[len(ctx):]
+
+
+def _cache_kwarg(model) -> str:
+    """transformers 5 renamed `past_key_values` to `cache` in some releases; ask the model."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 @torch.inference_mode()
+def _item_logprobs(model, ctx: list[int], conts: list[list[int]], pad: int) -> list[float]:
+    """Log-likelihood of each continuation after one shared context: the context runs once,
+    its cache is repeated across the choices (ARC's context is several times its choices)."""
+    kw = _cache_kwarg(model)
+    dev = model.device
+    cache = DynamicCache(config=model.config)
+    out = model(input_ids=torch.tensor([ctx], device=dev), use_cache=True, logits_to_keep=1, **{kw: cache})
+    first = F.log_softmax(out.logits[0, -1].float(), dim=-1)
+    n, width = len(conts), max(len(c) for c in conts)
+    totals = [first[c[0]].item() for c in conts]
+    if width == 1:
+        return totals
+    cache.batch_repeat_interleave(n)
+    ids = torch.full((n, width - 1), pad, dtype=torch.long)
+    mask = torch.zeros((n, len(ctx) + width - 1), dtype=torch.long)
+    mask[:, : len(ctx)] = 1
+    for i, c in enumerate(conts):
+        ids[i, : len(c) - 1] = torch.tensor(c[:-1])
+        mask[i, len(ctx): len(ctx) + len(c) - 1] = 1
+    pos = torch.arange(len(ctx), len(ctx) + width - 1).expand(n, -1)
+    logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                   use_cache=True, **{kw: cache}).logits
+    for i, c in enumerate(conts):
+        if len(c) > 1:
+            logp = F.log_softmax(logits[i, : len(c) - 1].float(), dim=-1)
+            totals[i] += logp.gather(-1, torch.tensor(c[1:], device=logp.device)[:, None]).sum().item()
+    return totals
+
+
 def continuation_logprobs(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 16) -> list[float]:
     """Sum of log p(continuation | context) for each (context, continuation) pair.
 
-    The continuation's tokens are those of context+continuation after the context's own tokens
-    (lm-eval's split), so a space that merges into the first continuation token is scored.
+    Pairs that share a context (the choices of one item) are scored together from one pass
+    over the context. `batch_size` is kept for callers; choices of one item form a batch.
     """
-    encoded = []
-    for context, continuation in pairs:
-        ctx = tokenizer(context, add_special_tokens=False)["input_ids"]
-        whole = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
-        n_ctx = len(ctx) if whole[: len(ctx)] == ctx else len(tokenizer(context.rstrip(), add_special_tokens=False)["input_ids"])
-        n_ctx = max(1, min(n_ctx, len(whole) - 1))  # at least one token of each
-        encoded.append((whole, n_ctx))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    groups: dict[tuple, list[int]] = {}
+    split = [_split(tokenizer, c, x) for c, x in pairs]
+    for i, (ctx, _) in enumerate(split):
+        groups.setdefault(tuple(ctx), []).append(i)
     out = [0.0] * len(pairs)
-    order = sorted(range(len(pairs)), key=lambda i: len(encoded[i][0]))
-    for start in range(0, len(order), batch_size):
-        idx = order[start: start + batch_size]
-        width = max(len(encoded[i][0]) for i in idx)
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):
-            whole = encoded[i][0]
-            ids[row, : len(whole)] = torch.tensor(whole)
-            mask[row, : len(whole)] = 1
-        logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
-        for row, i in enumerate(idx):
-            whole, n_ctx = encoded[i]
-            target = torch.tensor(whole[n_ctx:], device=logits.device)
-            logp = F.log_softmax(logits[row, n_ctx - 1: len(whole) - 1].float(), dim=-1)
-            out[i] = logp.gather(-1, target[:, None]).sum().item()
+    for ctx, idx in groups.items():
+        for i, v in zip(idx, _item_logprobs(model, list(ctx), [split[i][1] for i in idx], pad), strict=True):
+            out[i] = v
     return out
 
 
