@@ -183,3 +183,21 @@ def m002_episodic(db):
         """
     )
     db.execute("CREATE INDEX gate_reports_run ON gate_reports(run_id)")
+
+
+@migrations()
+def m003_learn_lease(db):
+    """One learning run at a time across processes (memory.lease)."""
+    db.execute(
+        """
+        CREATE TABLE leases (
+            name TEXT PRIMARY KEY,             -- 'learn'
+            holder TEXT NOT NULL,              -- host:pid:nonce of the taker; '' = free
+            pid INTEGER NOT NULL,
+            host TEXT NOT NULL,
+            run_id INTEGER,
+            acquired_at REAL NOT NULL,         -- unix seconds
+            expires_at REAL NOT NULL           -- renewed by the holder's heartbeat
+        )
+        """
+    )

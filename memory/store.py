@@ -43,7 +43,7 @@ from memory.validate import (
 
 __all__ = ["Memory", "NotFoundError", "ValidationError", "RUN_STATUSES"]
 
-RUN_STATUSES = ("running", "succeeded", "failed", "promoted", "blocked", "cancelled", "interrupted")
+RUN_STATUSES = ("running", "succeeded", "failed", "promoted", "blocked", "cancelled", "interrupted", "skipped")
 RUN_FIELDS = ("status", "phase", "metrics", "config", "base_version", "candidate_version", "error")
 
 JSON_COLUMNS = frozenset(
