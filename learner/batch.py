@@ -1,51 +1,77 @@
 """Packing (prompt, completion) pairs into one batch, and reading the model's last hidden states
 at the positions that predict completion tokens.
 
-Layout, every row:  [left padding | prompt | completion | right padding]
-so the completion sits in the same C columns for every row (columns P … P+C−1) whatever the
-prompt lengths, for the student's prompt and the teacher's alike. Position ids count real tokens
-only, so a left-padded row sees the same positions as the unpadded sequence.
+Layout, every row:  [shared prefix] [left padding | rest of prompt | completion | right padding]
+
+The shared prefix is the longest run of tokens every prompt of the batch starts with — for one
+skill, the system message with all its tool schemas, most of a prompt. It is run once (batch 1)
+and its keys/values are repeated for every row, so the batch's prompt compute and activation
+memory fall from B × prompt to prefix + B × (prompt − prefix). Gradients flow through the shared
+pass as through any other (repeat is differentiable). Below `MIN_SHARED_PREFIX` tokens, or for a
+batch of one, there is no shared part and each row is run whole.
+
+The completion sits in the same C columns for every row whatever the prompt lengths, for the
+student's prompt and the teacher's alike. Position ids count real tokens only, so a padded row
+sees the same positions as the unpadded sequence.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 
 import torch
+from transformers import DynamicCache
+
+MIN_SHARED_PREFIX = 32
 
 
 @dataclass
 class Packed:
-    input_ids: torch.Tensor  # [B, P + C]
-    attention_mask: torch.Tensor  # [B, P + C]
+    input_ids: torch.Tensor  # [B, P + C]: the rows after the shared prefix
+    attention_mask: torch.Tensor  # [B, K + P + C]: shared prefix included
     position_ids: torch.Tensor  # [B, P + C]
-    prompt_len: int  # P (padded)
+    prompt_len: int  # P: padded prompt width after the shared prefix
     completion_len: int  # C (padded)
     completion_ids: torch.Tensor  # [B, C], padding = pad id
     completion_mask: torch.Tensor  # [B, C] bool, real completion tokens
+    prefix_ids: list[int] = field(default_factory=list)  # K shared leading prompt tokens
 
 
 def positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def shared_prefix_len(prompts: list[list[int]], minimum: int = MIN_SHARED_PREFIX) -> int:
+    """Tokens every prompt starts with, leaving each at least one of its own (0 when fewer
+    than `minimum`, or for a single prompt)."""
+    if len(prompts) < 2:
+        return 0
+    k = min(len(os.path.commonprefix(prompts)), min(len(p) for p in prompts) - 1)
+    return k if k >= minimum else 0
+
+
 def pack(prompts: list[list[int]], completions: list[list[int]], pad_id: int,
-         device: torch.device | str = "cpu") -> Packed:
+         device: torch.device | str = "cpu", min_shared_prefix: int | None = MIN_SHARED_PREFIX) -> Packed:
+    """`min_shared_prefix=None` turns prefix sharing off."""
     if len(prompts) != len(completions):
         raise ValueError("one completion per prompt")
-    P = max(len(p) for p in prompts)
+    K = 0 if min_shared_prefix is None else shared_prefix_len(prompts, min_shared_prefix)
+    prefix, rest = prompts[0][:K], [p[K:] for p in prompts]
+    P = max(len(p) for p in rest)
     C = max(1, max(len(c) for c in completions))
     B = len(prompts)
     ids = torch.full((B, P + C), pad_id, dtype=torch.long)
-    mask = torch.zeros((B, P + C), dtype=torch.long)
-    for i, (p, c) in enumerate(zip(prompts, completions, strict=True)):
+    mask = torch.zeros((B, K + P + C), dtype=torch.long)
+    mask[:, :K] = 1
+    for i, (p, c) in enumerate(zip(rest, completions, strict=True)):
         ids[i, P - len(p):P] = torch.tensor(p, dtype=torch.long)
-        mask[i, P - len(p):P] = 1
+        mask[i, K + P - len(p):K + P] = 1
         if c:
             ids[i, P:P + len(c)] = torch.tensor(c, dtype=torch.long)
-            mask[i, P:P + len(c)] = 1
+            mask[i, K + P:K + P + len(c)] = 1
     ids, mask = ids.to(device), mask.to(device)
-    return Packed(ids, mask, positions(mask), P, C, ids[:, P:], mask[:, P:].bool())
+    return Packed(ids, mask, positions(mask)[:, K:], P, C, ids[:, P:], mask[:, K + P:].bool(), list(prefix))
 
 
 def trained_mask(completion_mask: torch.Tensor, starts: list[int]) -> torch.Tensor:
@@ -55,16 +81,41 @@ def trained_mask(completion_mask: torch.Tensor, starts: list[int]) -> torch.Tens
     return completion_mask & (idx.unsqueeze(0) >= start)
 
 
+def cache_kwarg(model) -> str:
+    """transformers ≥ 5.? names the cache argument `cache`; earlier 5.x `past_key_values`."""
+    import inspect
+
+    model = getattr(model, "module", model)  # DDP
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def prefix_cache(model, prefix: list[int], rows: int, config, device) -> DynamicCache:
+    """Keys/values of `prefix`, computed once and repeated for `rows` rows (differentiable)."""
+    cache = DynamicCache(config=config)
+    ids = torch.tensor([prefix], device=device)
+    model(input_ids=ids, position_ids=torch.arange(len(prefix), device=device).unsqueeze(0),
+          use_cache=True, logits_to_keep=1, **{cache_kwarg(model): cache})
+    cache.batch_repeat_interleave(rows)
+    return cache
+
+
 def completion_hidden(model, packed: Packed) -> torch.Tensor:
-    """[B, C, H] final hidden states at columns P−1 … P+C−2, i.e. the positions whose next-token
-    distributions are the completion tokens' (the head is applied later, in chunks)."""
+    """[B, C, H] final hidden states at the positions whose next-token distributions are the
+    completion tokens' (the head is applied later, in chunks)."""
+    extra = {}
+    if packed.prefix_ids:
+        inner = getattr(model, "module", model)  # the config lives on the unwrapped model
+        extra = {cache_kwarg(model): prefix_cache(model, packed.prefix_ids, packed.input_ids.shape[0],
+                                                  inner.config, packed.input_ids.device)}
     out = model(
         input_ids=packed.input_ids,
         attention_mask=packed.attention_mask,
         position_ids=packed.position_ids,
-        use_cache=False,
+        use_cache=bool(extra),
         output_hidden_states=True,
         logits_to_keep=1,  # the head runs later, on completion positions only, in chunks
+        **extra,
     )
     P, C = packed.prompt_len, packed.completion_len
     return out.hidden_states[-1][:, P - 1:P + C - 1]

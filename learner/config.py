@@ -59,6 +59,7 @@ class LearnConfig:
     # ---- memory / speed (both methods) -----------------------------------------------------
     chunk_size: int = 16  # completion positions per full-vocabulary chunk in the loss
     gradient_checkpointing: bool = False
+    share_prompt_prefix: bool = True  # run the batch's common prompt prefix once (learner.batch)
 
     extra: dict = field(default_factory=dict)  # free-form notes carried into the run record
 
@@ -85,6 +86,12 @@ class LearnConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+    @property
+    def min_shared_prefix(self) -> int | None:
+        from learner.batch import MIN_SHARED_PREFIX
+
+        return MIN_SHARED_PREFIX if self.share_prompt_prefix else None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -11,18 +11,10 @@ of the returned completion.
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 from transformers import DynamicCache
 
-from learner.batch import positions
-
-
-def _cache_kwarg(model) -> str:
-    """transformers ≥ 5.? names the cache argument `cache`; earlier 5.x `past_key_values`."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+from learner.batch import MIN_SHARED_PREFIX, cache_kwarg, positions, prefix_cache, shared_prefix_len
 
 
 def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0,
@@ -51,9 +43,11 @@ def sample(
     temperature: float = 1.0,
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
+    min_shared_prefix: int | None = MIN_SHARED_PREFIX,
 ) -> list[list[int]]:
     """One completion per prompt: forced opening + sampled tokens, through the first stop token
-    (included) or until the completion is `max_new_tokens` long."""
+    (included) or until the completion is `max_new_tokens` long. The prompts' shared prefix is
+    prefilled once (learner.batch)."""
     B = len(prompts)
     forced = forced or [[] for _ in range(B)]
     out = [list(f) for f in forced]
@@ -61,24 +55,28 @@ def sample(
     stop = torch.tensor(sorted(set(stop_ids)), device=model.device)
     device = model.device
 
-    contexts = [p + f for p, f in zip(prompts, forced, strict=True)]
-    L = max(len(c) for c in contexts)
-    ids = torch.full((B, L), pad_id, dtype=torch.long)
-    mask = torch.zeros((B, L), dtype=torch.long)
-    for i, c in enumerate(contexts):
-        ids[i, L - len(c):] = torch.tensor(c, dtype=torch.long)
-        mask[i, L - len(c):] = 1
-    ids, mask = ids.to(device), mask.to(device)
-    pos = positions(mask)
-    active = torch.tensor([i for i in range(B) if budget[i] > 0], device=device, dtype=torch.long)
-    if len(active) == 0:
+    rows = [i for i in range(B) if budget[i] > 0]
+    if not rows:
         return out
-    if len(active) < B:
-        ids, mask, pos = ids[active], mask[active], pos[active]
+    active = torch.tensor(rows, device=device, dtype=torch.long)
+    contexts = [prompts[i] + forced[i] for i in rows]
+    K = 0 if min_shared_prefix is None else shared_prefix_len(contexts, min_shared_prefix)
+    L = max(len(c) for c in contexts) - K
+    ids = torch.full((len(rows), L), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), K + L), dtype=torch.long)
+    mask[:, :K] = 1
+    for j, c in enumerate(contexts):
+        ids[j, L - len(c) + K:] = torch.tensor(c[K:], dtype=torch.long)
+        mask[j, K + L - len(c) + K:] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    step_pos = positions(mask)[:, K:]
 
-    cache = DynamicCache(config=model.config)
-    kw = _cache_kwarg(model)
-    step_ids, step_pos = ids, pos
+    kw = cache_kwarg(model)
+    if K:
+        cache = prefix_cache(model, contexts[0][:K], len(rows), model.config, device)
+    else:
+        cache = DynamicCache(config=model.config)
+    step_ids = ids
     while True:
         logits = model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
                        use_cache=True, logits_to_keep=1, **{kw: cache}).logits[:, -1]

@@ -72,6 +72,7 @@ class SDFTObjective:
                     temperature=cfg.temperature,
                     top_p=cfg.top_p,
                     generator=generator,
+                    min_shared_prefix=cfg.min_shared_prefix,
                 )
             for i, c in zip(rows, got, strict=True):
                 completions[i] = c
@@ -82,7 +83,8 @@ class SDFTObjective:
         self.model.eval()
         try:
             completions, from_teacher = self.rollouts(batch, generator)
-            teacher = pack([e.teacher_prompt_ids for e in batch], completions, self.pad_id, self.model.device)
+            teacher = pack([e.teacher_prompt_ids for e in batch], completions, self.pad_id, self.model.device,
+                           self.cfg.min_shared_prefix)
             with torch.no_grad(), teacher_context(self.model, self.cfg.teacher):
                 hidden = completion_hidden(self.model, teacher)
         finally:

@@ -96,7 +96,8 @@ def micro_step(objective, wrapped, peft_model, batch: list[EncodedExample], n_se
     t0 = time.perf_counter()
     targets = objective.targets(batch, generator)
     t1 = time.perf_counter()
-    packed = pack([e.prompt_ids for e in batch], targets.completions, pad_id, peft_model.device)
+    packed = pack([e.prompt_ids for e in batch], targets.completions, pad_id, peft_model.device,
+                  cfg.min_shared_prefix)
     targets.completion_ids = packed.completion_ids
     mask = trained_mask(packed.completion_mask, targets.starts)
     weights = sequence_weights(mask, n_sequences)

@@ -9,8 +9,7 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from agent.generate import generate_reply
-from agent.prompt import PromptFormat
+from agent.prompt import PromptFormat, call_block
 from memory.store import Memory
 from skills.evaluate import (
     SuiteResult,
@@ -20,9 +19,9 @@ from skills.evaluate import (
     evaluate_skill,
     with_demonstrations,
 )
-from skills.generation import generate_batch
+from skills.generation import common_prefix, generate_batch
 from skills.install import install_pack
-from skills.pack import SkillPack, bundled_pack
+from skills.pack import SkillPack, bundled_pack, first_choice
 
 TOOL = SkillPack.load(bundled_pack("unit_convert")).tools
 
@@ -48,33 +47,36 @@ ANSWERS = {  # what the scripted model replies to each request
 }
 
 
-class ScriptedModel:
-    """Answers by looking the last request up in ANSWERS; records every batch it was given."""
+class Scripted:
+    """Stands in for generation: answers each prompt by looking its last request up in
+    `answers`, and records the batches it was asked for."""
 
-    device = torch.device("cpu")
-
-    def __init__(self, tokenizer, answers=None):
-        self.tok = tokenizer
+    def __init__(self, answers=None):
         self.answers = answers or ANSWERS
-        self.fmt = PromptFormat(tokenizer)
-        self.batches = []
+        self.calls = []
 
-    def generate(self, input_ids, attention_mask, max_new_tokens, eos_token_id, pad_token_id, **_):
-        self.batches.append((input_ids.clone(), attention_mask.clone()))
-        rows = []
-        for ids, mask in zip(input_ids, attention_mask, strict=True):
-            prompt = self.tok.decode(ids[mask.bool()])
-            last = prompt.rsplit("<|im_start|>user\n", 1)[1]
-            reply = next(v for k, v in self.answers.items() if last.startswith(k))
-            new = self.tok(reply, add_special_tokens=False)["input_ids"][:max_new_tokens - 1] + [eos_token_id]
-            rows.append(ids.tolist() + new)
-        width = max(map(len, rows))
-        return torch.tensor([r + [pad_token_id] * (width - len(r)) for r in rows])
+    def __call__(self, model, fmt, prompts, *, max_new_tokens, batch_size):
+        self.calls.append((len(prompts), max_new_tokens, batch_size))
+        texts = []
+        for ids in prompts:
+            last = fmt.tokenizer.decode(ids).rsplit("<|im_start|>user\n", 1)[1]
+            texts.append(next(v for k, v in self.answers.items() if last.startswith(k)))
+        return texts
 
 
-def test_cases_are_judged_by_the_checker(tiny_tokenizer):
-    model = ScriptedModel(tiny_tokenizer)
-    r = evaluate_skill(model, tiny_tokenizer, CASES, TOOL, name="units", batch_size=3, max_new_tokens=200)
+@pytest.fixture
+def scripted(monkeypatch):
+    def install(answers=None):
+        fake = Scripted(answers)
+        monkeypatch.setattr("skills.evaluate.generate_texts", fake)
+        return fake
+
+    return install
+
+
+def test_cases_are_judged_by_the_checker(tiny_tokenizer, scripted):
+    fake = scripted()
+    r = evaluate_skill(None, tiny_tokenizer, CASES, TOOL, name="units", batch_size=3, max_new_tokens=200)
     assert [c["id"] for c in r.cases] == ["c0", "c1", "c2", "c3"]
     assert [c["correct"] for c in r.cases] == [True, False, False, False]
     assert (r.value, r.correct, r.n, r.kind) == (0.25, 1, 4, "skill")
@@ -82,27 +84,40 @@ def test_cases_are_judged_by_the_checker(tiny_tokenizer):
     assert r.cases[1]["reason"] == "convert_units: from_unit='gram' is not one of ['pound']"
     assert r.cases[2]["reason"].startswith("invalid call: malformed JSON")
     assert r.cases[3]["reason"] == "made 0 call(s), expected 1" and r.cases[3]["text"] == "I cannot do that."
-    assert len(model.batches) == 2  # 4 prompts, batch size 3
+    assert fake.calls == [(4, 200, 3)]
 
 
-def test_batches_are_left_padded(tiny_tokenizer):
-    model = ScriptedModel(tiny_tokenizer)
-    evaluate_skill(model, tiny_tokenizer, CASES, TOOL, batch_size=4, max_new_tokens=200)
-    [(ids, mask)] = model.batches
-    lengths = mask.sum(1)
-    assert lengths.min() < lengths.max()  # different prompt lengths, so padding happened
-    for row, n in zip(mask, lengths, strict=True):
-        assert row[-n:].all() and not row[:-n].any()
+def test_answer_budget_fits_the_longest_expected_call(tiny_tokenizer, scripted):
+    fake = scripted()
+    evaluate_skill(None, tiny_tokenizer, CASES, TOOL)
+    fmt = PromptFormat(tiny_tokenizer)
+    longest = max(len(fmt.tokenizer(call_block({"name": "convert_units", "arguments": first_choice(c["expected"][0]["arguments"])}),
+                                    add_special_tokens=False)["input_ids"]) for c in CASES)
+    assert fake.calls == [(4, longest + 32, 8)]
 
 
 def test_batched_greedy_equals_one_at_a_time(tiny_tokenizer, tiny_model):
     fmt = PromptFormat(tiny_tokenizer)
-    prompts = [fmt.encode(c["messages"], TOOL) for c in CASES[:3]] + [fmt.encode([{"role": "user", "content": "hi"}])]
-    batched = generate_batch(tiny_model, fmt, prompts, max_new_tokens=12, batch_size=4)
-    single = generate_batch(tiny_model, fmt, prompts, max_new_tokens=12, batch_size=1)
-    assert batched == single
-    reply = generate_reply(tiny_model, tiny_tokenizer, [{"role": "user", "content": "hi"}], max_new_tokens=12)
-    assert tiny_tokenizer.decode(single[3], skip_special_tokens=True) == reply
+    prompts = [fmt.encode(c["messages"], TOOL) for c in CASES] + [fmt.encode([{"role": "user", "content": "hi"}])]
+    assert common_prefix(prompts[:4]) > 300  # the tool schemas are shared
+    single = [generate_batch(tiny_model, fmt, [p], max_new_tokens=12)[0] for p in prompts]
+    for bs in (1, 2, 8):
+        assert generate_batch(tiny_model, fmt, prompts, max_new_tokens=12, batch_size=bs) == single
+        assert generate_batch(tiny_model, fmt, prompts[:4], max_new_tokens=12, batch_size=bs) == single[:4]
+    for p, ids in zip(prompts, single, strict=True):  # and what transformers' generate() gives
+        ref = tiny_model.generate(input_ids=torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
+                                  max_new_tokens=12, do_sample=False, eos_token_id=fmt.end_of_turn_id,
+                                  pad_token_id=tiny_tokenizer.pad_token_id)[0, len(p):].tolist()
+        assert ids == [t for t in ref if t not in (fmt.end_of_turn_id, tiny_tokenizer.pad_token_id)][:12]
+
+
+def test_generation_stops_at_end_of_turn(tiny_tokenizer, tiny_model):
+    fmt = PromptFormat(tiny_tokenizer)
+    with torch.no_grad():  # make end-of-turn the likeliest next token everywhere
+        tiny_model.lm_head.weight[fmt.end_of_turn_id] += 100 * tiny_model.lm_head.weight.abs().max()
+    prompts = [fmt.encode(c["messages"], TOOL) for c in CASES[:3]]
+    assert generate_batch(tiny_model, fmt, prompts, max_new_tokens=5) == [[], [], []]
+    assert generate_batch(tiny_model, fmt, prompts, max_new_tokens=0) == [[], [], []]
 
 
 def test_demonstrations_become_earlier_exchanges():
@@ -117,14 +132,14 @@ def test_demonstrations_become_earlier_exchanges():
     assert with_demonstrations(case, []) == case
 
 
-def test_recall_puts_similar_demonstrations_in_context(tiny_tokenizer, tmp_path):
+def test_recall_puts_similar_demonstrations_in_context(tiny_tokenizer, tmp_path, scripted):
     pack = SkillPack.load(bundled_pack("unit_convert"))
     pack.eval = pack.eval[:2]
-    model = ScriptedModel(tiny_tokenizer, {m["content"][:12]: "no" for c in pack.eval for m in c["messages"]})
+    scripted({m["content"][:12]: "no" for c in pack.eval for m in c["messages"]})
     with Memory(tmp_path / "h") as mem:
         install_pack(mem, pack)
-        r = evaluate_memory_skill(model, tiny_tokenizer, mem, "unit_convert", recall=3, max_new_tokens=4)
-        plain = evaluate_memory_skill(model, tiny_tokenizer, mem, "unit_convert", max_new_tokens=4)
+        r = evaluate_memory_skill(None, tiny_tokenizer, mem, "unit_convert", recall=3, max_new_tokens=4)
+        plain = evaluate_memory_skill(None, tiny_tokenizer, mem, "unit_convert", max_new_tokens=4)
         expected_ids = [[d["id"] for d in mem.recall(c["messages"][0]["content"], k=3, skill="unit_convert")]
                         for c in pack.eval]
     assert [c["recalled"] for c in r.cases] == expected_ids and all(len(x) == 3 for x in expected_ids)
@@ -132,13 +147,13 @@ def test_recall_puts_similar_demonstrations_in_context(tiny_tokenizer, tmp_path)
     assert all(a["prompt_tokens"] > b["prompt_tokens"] for a, b in zip(r.cases, plain.cases, strict=True))
     assert r.notes == ["recall 3"]
     # a pack that is not installed recalls from its own demonstrations the same way
-    from_pack = evaluate_pack(model, tiny_tokenizer, pack, recall=3, max_new_tokens=4)
+    from_pack = evaluate_pack(None, tiny_tokenizer, pack, recall=3, max_new_tokens=4)
     assert [c["prompt_tokens"] for c in from_pack.cases] == [c["prompt_tokens"] for c in r.cases]
 
 
 def test_recall_needs_a_recaller(tiny_tokenizer):
     with pytest.raises(ValueError, match="recaller"):
-        evaluate_skill(ScriptedModel(tiny_tokenizer), tiny_tokenizer, CASES, TOOL, recall=2)
+        evaluate_skill(None, tiny_tokenizer, CASES, TOOL, recall=2)
 
 
 def test_suite_result_round_trips():

@@ -30,10 +30,15 @@ DEMOS = [
 ]
 
 
-def _setup(tok, model, **cfg_kw):
+TOOL = {"name": "convert_units", "description": "Convert a value between units",
+        "parameters": {"type": "object", "properties": {"value": {"type": "number"}, "unit": {"type": "string"}},
+                       "required": ["value", "unit"]}}
+
+
+def _setup(tok, model, tools=None, **cfg_kw):
     fmt = PromptFormat(tok)
     cfg = LearnConfig(**{"max_new_tokens": 10, **cfg_kw})
-    examples = examples_from_demonstrations(DEMOS, fmt)
+    examples = examples_from_demonstrations(DEMOS, fmt, {"u": tools} if tools else None)
     enc = [encode_example(e, fmt, cfg.teacher_template, cfg.force_tool_prefix) for e in examples]
     pm = attach_lora(model, cfg)
     obj = (SDFTObjective if cfg.method == "sdft" else SFTObjective)(pm, cfg, {fmt.end_of_turn_id}, tok.pad_token_id)
@@ -57,12 +62,16 @@ def _logits(model, ids):
         return model(input_ids=torch.tensor([ids])).logits[0]
 
 
-def test_loss_is_the_mean_over_exactly_the_trained_positions(tiny_model, tiny_tokenizer):
+@pytest.mark.parametrize("tools", [None, [TOOL]], ids=["no-shared-prefix", "shared-prefix"])
+def test_loss_is_the_mean_over_exactly_the_trained_positions(tiny_model, tiny_tokenizer, tools):
     """Against an independent computation on each unpadded sequence: the divergence at every
     completion index ≥ 3 (the mask), between the teacher reading (teacher prompt + completion)
     and the student reading (student prompt + completion); mean per sequence, then batch.
-    Prompt positions, padding and the first 3 completion tokens take no part."""
-    fmt, cfg, enc, pm, obj = _setup(tiny_tokenizer, tiny_model, teacher="base")
+    Prompt positions, padding and the first 3 completion tokens take no part. With tools, the
+    prompts share their long system turn, which the batch runs once (learner.batch)."""
+    fmt, cfg, enc, pm, obj = _setup(tiny_tokenizer, tiny_model, tools, teacher="base")
+    shared = pack([e.prompt_ids for e in enc], [[1], [1]], 0).prefix_ids
+    assert (len(shared) > 100) == bool(tools)
     _randomise_student(pm, 0.3)
     completions = [[40, 41, 42, 43, 44, 45, fmt.end_of_turn_id], [50, 51, 52, 53, fmt.end_of_turn_id]]
     _fixed_rollouts(obj, completions)

@@ -15,7 +15,6 @@ Item shapes read (one JSON object a line), detected from the keys:
 
 from __future__ import annotations
 
-import inspect
 import time
 
 import torch
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from skills.evaluate import SuiteResult
+from skills.generation import cache_kwarg
 
 
 def arc_item(d: dict, i: int) -> dict:
@@ -105,16 +105,11 @@ def _split(tokenizer, context: str, continuation: str) -> tuple[list[int], list[
     return ctx, whole[len(ctx):]
 
 
-def _cache_kwarg(model) -> str:
-    """transformers 5 renamed `past_key_values` to `cache` in some releases; ask the model."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
 @torch.inference_mode()
 def _item_logprobs(model, ctx: list[int], conts: list[list[int]], pad: int) -> list[float]:
     """Log-likelihood of each continuation after one shared context: the context runs once,
     its cache is repeated across the choices (ARC's context is several times its choices)."""
-    kw = _cache_kwarg(model)
+    kw = cache_kwarg(model)
     dev = model.device
     cache = DynamicCache(config=model.config)
     out = model(input_ids=torch.tensor([ctx], device=dev), use_cache=True, logits_to_keep=1, **{kw: cache})

@@ -1,0 +1,61 @@
+"""Batches that share a prompt prefix run it once; the result equals running every row whole."""
+
+import torch
+
+from agent.prompt import PromptFormat
+from learner.batch import MIN_SHARED_PREFIX, completion_hidden, pack, shared_prefix_len
+from learner.config import LearnConfig
+from learner.lora import STUDENT, attach_lora
+from learner.rollout import sample
+
+TOOLS = [{"name": "convert_units", "description": "Convert a value between units",
+          "parameters": {"type": "object", "properties": {"value": {"type": "number"}}, "required": ["value"]}}]
+QUESTIONS = ["Convert 5 miles to kilometers.", "How many days between 2024-01-01 and 2024-03-01?",
+             "What is the capital of France?"]
+
+
+def _prompts(tok):
+    fmt = PromptFormat(tok)
+    return fmt, [fmt.encode([{"role": "user", "content": q}], TOOLS) for q in QUESTIONS]
+
+
+def test_shared_prefix_len():
+    a, b = list(range(100)), list(range(90)) + [7] * 20
+    assert shared_prefix_len([a, b]) == 90
+    assert shared_prefix_len([a, a[:50]]) == 49  # every row keeps a token of its own
+    assert shared_prefix_len([a]) == 0 and shared_prefix_len([a, [5] + a]) == 0
+    assert shared_prefix_len([a[:MIN_SHARED_PREFIX - 1] + [1], a[:MIN_SHARED_PREFIX - 1] + [2]]) == 0
+
+
+def test_hidden_states_and_gradients_match_unshared(tiny_model, tiny_tokenizer):
+    fmt, prompts = _prompts(tiny_tokenizer)
+    pm = attach_lora(tiny_model, LearnConfig())
+    with torch.no_grad():
+        for name, p in pm.named_parameters():
+            if f".{STUDENT}." in name:
+                p.normal_(0, 0.2)
+    completions = [[40, 41, 42, fmt.end_of_turn_id], [50, 51], [60, 61, 62, 63, 64, 65]]
+    results = []
+    for minimum in (MIN_SHARED_PREFIX, None):
+        packed = pack(prompts, completions, tiny_tokenizer.pad_token_id, min_shared_prefix=minimum)
+        assert bool(packed.prefix_ids) == (minimum is not None)
+        pm.zero_grad(set_to_none=True)
+        h = completion_hidden(pm, packed)
+        (h * packed.completion_mask.unsqueeze(-1)).square().sum().backward()
+        grads = torch.cat([p.grad.flatten() for p in pm.parameters() if p.grad is not None])
+        results.append((h.detach(), packed.completion_mask, grads))
+    (h1, m1, g1), (h2, m2, g2) = results
+    assert len(pack(prompts, completions, 0).prefix_ids) > 100
+    assert torch.equal(m1, m2)
+    assert torch.allclose(h1[m1], h2[m2], atol=1e-5)
+    assert torch.allclose(g1, g2, atol=1e-4, rtol=1e-4)
+
+
+def test_rollouts_match_unshared(tiny_model, tiny_tokenizer):
+    fmt, prompts = _prompts(tiny_tokenizer)
+    args = dict(max_new_tokens=10, stop_ids={fmt.end_of_turn_id}, pad_id=tiny_tokenizer.pad_token_id,
+                temperature=0.0, forced=[[11, 12], [], [13]])
+    shared = sample(tiny_model, prompts, **args)
+    whole = sample(tiny_model, prompts, min_shared_prefix=None, **args)
+    assert shared == whole
+    assert shared[0][:2] == [11, 12] and shared[2][:1] == [13]
