@@ -1,18 +1,21 @@
 """Packing (prompt, completion) pairs into one batch, and reading the model's last hidden states
 at the positions that predict completion tokens.
 
-Layout, every row:  [shared prefix] [left padding | rest of prompt | completion | right padding]
+Layout, every row:  [shared prefix] [rest of prompt | completion | right padding]
+
+Rows are right-padded only. (A left-padded row has query positions that may attend to nothing;
+with SDPA on CPU (torch 2.13) the backward pass then returns wrong gradients for the real
+tokens although the forward is right — tests/test_learner_batch.py keeps this honest. Sampling
+needs no gradient and left-pads as usual.) The hidden states predicting each row's completion
+are gathered from where that row's completion starts.
 
 The shared prefix is the longest run of tokens every prompt of the batch starts with — for one
 skill, the system message with all its tool schemas, most of a prompt. It is run once (batch 1)
 and its keys/values are repeated for every row, so the batch's prompt compute and activation
 memory fall from B × prompt to prefix + B × (prompt − prefix). Gradients flow through the shared
 pass as through any other (repeat is differentiable). Below `MIN_SHARED_PREFIX` tokens, or for a
-batch of one, there is no shared part and each row is run whole.
-
-The completion sits in the same C columns for every row whatever the prompt lengths, for the
-student's prompt and the teacher's alike. Position ids count real tokens only, so a padded row
-sees the same positions as the unpadded sequence.
+batch of one, there is no shared part and each row is run whole. Position ids count real
+tokens, so every row sees the positions of its unpadded sequence.
 """
 
 from __future__ import annotations
@@ -28,10 +31,10 @@ MIN_SHARED_PREFIX = 32
 
 @dataclass
 class Packed:
-    input_ids: torch.Tensor  # [B, P + C]: the rows after the shared prefix
-    attention_mask: torch.Tensor  # [B, K + P + C]: shared prefix included
-    position_ids: torch.Tensor  # [B, P + C]
-    prompt_len: int  # P: padded prompt width after the shared prefix
+    input_ids: torch.Tensor  # [B, W]: each row after the shared prefix, right-padded
+    attention_mask: torch.Tensor  # [B, K + W]: shared prefix included
+    position_ids: torch.Tensor  # [B, W]
+    predictor_index: torch.Tensor  # [B, C]: column in input_ids whose output predicts completion token j
     completion_len: int  # C (padded)
     completion_ids: torch.Tensor  # [B, C], padding = pad id
     completion_mask: torch.Tensor  # [B, C] bool, real completion tokens
@@ -58,20 +61,25 @@ def pack(prompts: list[list[int]], completions: list[list[int]], pad_id: int,
         raise ValueError("one completion per prompt")
     K = 0 if min_shared_prefix is None else shared_prefix_len(prompts, min_shared_prefix)
     prefix, rest = prompts[0][:K], [p[K:] for p in prompts]
-    P = max(len(p) for p in rest)
-    C = max(1, max(len(c) for c in completions))
     B = len(prompts)
-    ids = torch.full((B, P + C), pad_id, dtype=torch.long)
-    mask = torch.zeros((B, K + P + C), dtype=torch.long)
+    C = max(1, max(len(c) for c in completions))
+    W = max(len(p) + len(c) for p, c in zip(rest, completions, strict=True))
+    ids = torch.full((B, W), pad_id, dtype=torch.long)
+    mask = torch.zeros((B, K + W), dtype=torch.long)
     mask[:, :K] = 1
+    completion_ids = torch.full((B, C), pad_id, dtype=torch.long)
+    completion_mask = torch.zeros((B, C), dtype=torch.bool)
+    index = torch.zeros((B, C), dtype=torch.long)
     for i, (p, c) in enumerate(zip(rest, completions, strict=True)):
-        ids[i, P - len(p):P] = torch.tensor(p, dtype=torch.long)
-        mask[i, K + P - len(p):K + P] = 1
-        if c:
-            ids[i, P:P + len(c)] = torch.tensor(c, dtype=torch.long)
-            mask[i, K + P:K + P + len(c)] = 1
-    ids, mask = ids.to(device), mask.to(device)
-    return Packed(ids, mask, positions(mask)[:, K:], P, C, ids[:, P:], mask[:, K + P:].bool(), list(prefix))
+        row = p + c
+        ids[i, :len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, K:K + len(row)] = 1
+        completion_ids[i, :len(c)] = torch.tensor(c, dtype=torch.long)
+        completion_mask[i, :len(c)] = True
+        index[i] = (len(p) - 1 + torch.arange(C)).clamp(max=W - 1)
+    mask = mask.to(device)
+    return Packed(ids.to(device), mask, positions(mask)[:, K:], index.to(device), C,
+                  completion_ids.to(device), completion_mask.to(device), list(prefix))
 
 
 def trained_mask(completion_mask: torch.Tensor, starts: list[int]) -> torch.Tensor:
@@ -117,5 +125,6 @@ def completion_hidden(model, packed: Packed) -> torch.Tensor:
         logits_to_keep=1,  # the head runs later, on completion positions only, in chunks
         **extra,
     )
-    P, C = packed.prompt_len, packed.completion_len
-    return out.hidden_states[-1][:, P - 1:P + C - 1]
+    hidden = out.hidden_states[-1]
+    index = packed.predictor_index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
+    return hidden.gather(1, index)
