@@ -3,8 +3,9 @@
 Same model (SmolLM2-135M from the model store), same 32 tool-use prompts (the bundled skill packs'
 demonstrations, tools in the prompt), same config: LoRA r=16 on all linear layers, batch 4,
 64 completion tokens at temperature 1, full-vocabulary forward KL, EMA teacher (α = 0.02), the
-paper's teacher template, first 3 completion tokens masked, AdamW lr 1e-4. Both sides read
-byte-identical student and teacher prompts (checked before timing).
+paper's teacher template, first 3 completion tokens masked, AdamW lr 1e-4, examples in the same
+(unshuffled) order, so both sides train on the same batches. Both sides read byte-identical
+student and teacher prompts (checked before timing).
 
 Every measurement runs in a fresh process (so peak RSS is that run's own), both sides import the
 same libraries (TRL's datasets/pandas too, so library overhead is equal), runs alternate between
@@ -75,7 +76,7 @@ def run_one(method: str, home: str, steps: int, threads: int, trl_checkpointing:
     if method in ("ours", "sft"):
         cfg = LearnConfig(method="sdft" if method == "ours" else "sft", max_steps=steps, batch_size=BATCH,
                           max_new_tokens=COMPLETION, lr=LR, teacher="ema", ema_alpha=EMA, divergence="forward",
-                          skip_first=SKIP, seed=0)
+                          skip_first=SKIP, seed=0, shuffle=False)
         result = train(model, tok, examples, cfg, progress=False)
         step_s = [h["step_s"] for h in result.history]
         tokens = [h["completion_tokens"] for h in result.history]
@@ -109,7 +110,7 @@ def run_trl(model, tok, fmt, examples, steps, encoded, trl_checkpointing=False):
             distillation_mode="full_logits", distillation_alpha=0.0, teacher_model_kind="ema",
             teacher_update_rate=EMA, num_loss_tokens_to_skip=SKIP, distillation_is_clip=None,
             teacher_prompt_template=template, logging_steps=1, report_to=[], save_strategy="no",
-            use_cpu=True, seed=0, disable_tqdm=True, dataloader_num_workers=0,
+            use_cpu=True, seed=0, disable_tqdm=True, dataloader_num_workers=0, shuffle_dataset=False,
             # TRL's default is True; off here as on our side (with it on, this model generates
             # without a KV cache and TRL is several times slower still)
             gradient_checkpointing=trl_checkpointing,

@@ -3,11 +3,9 @@ at the positions that predict completion tokens.
 
 Layout, every row:  [shared prefix] [rest of prompt | completion | right padding]
 
-Rows are right-padded only. (A left-padded row has query positions that may attend to nothing;
-with SDPA on CPU (torch 2.13) the backward pass then returns wrong gradients for the real
-tokens although the forward is right — tests/test_learner_batch.py keeps this honest. Sampling
-needs no gradient and left-pads as usual.) The hidden states predicting each row's completion
-are gathered from where that row's completion starts.
+Rows are right-padded only, so no query position is left with nothing to attend to and no
+padding sits between the shared prefix and a row; the hidden states predicting each row's
+completion are gathered from where that row's completion starts. (Sampling left-pads as usual.)
 
 The shared prefix is the longest run of tokens every prompt of the batch starts with — for one
 skill, the system message with all its tool schemas, most of a prompt. It is run once (batch 1)

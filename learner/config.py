@@ -42,6 +42,7 @@ class LearnConfig:
     batch_size: int = 4  # prompts per micro-batch per process
     grad_accum: int = 1  # micro-batches per optimizer step
     seed: int = 0
+    shuffle: bool = True  # a new seeded order of the examples every epoch; False: as given
 
     # ---- SDFT only -------------------------------------------------------------------------
     teacher: str = "ema"  # ema (second adapter, EMA of the student) | base (adapter off) | live

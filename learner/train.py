@@ -81,7 +81,7 @@ def step_batches(step: int, plan: Plan, cfg: LearnConfig, rank: int, seed: int) 
         epoch = k // n
         if epoch not in orders:
             g = torch.Generator().manual_seed(seed * 7919 + epoch)
-            orders[epoch] = torch.randperm(n, generator=g).tolist()
+            orders[epoch] = torch.randperm(n, generator=g).tolist() if cfg.shuffle else list(range(n))
         return orders[epoch][k % n]
 
     start = step * plan.per_step

@@ -31,15 +31,20 @@ WORKER = textwrap.dedent("""
     tok = build_tiny_tokenizer()
     model = build_tiny_model(tok)
     demos = [{{"id": i, "skill": "u", "messages": [{{"role": "user", "content": f"Convert {{i}} miles to km."}}],
-              "tool_calls": [{{"name": "convert_units", "arguments": {{"value": i, "unit": "km"}}}}], "content": None}}
-             for i in range(4)]
-    examples = examples_from_demonstrations(demos, PromptFormat(tok))
-    cfg = LearnConfig(max_steps=2, batch_size=1, grad_accum=2, max_new_tokens=8, lr=1e-2, warmup_ratio=0.0)
+              "tool_calls": [{{"name": "convert_units", "arguments": {{"value": i}}}}], "content": None}}
+             for i in range(8)]
+    tool = {{"name": "convert_units", "description": "Convert a value between units",
+             "parameters": {{"type": "object", "properties": {{"value": {{"type": "number"}}}}, "required": ["value"]}}}}
+    examples = examples_from_demonstrations(demos, PromptFormat(tok), {{"u": [tool]}})  # long shared prefix
+    cfg = LearnConfig(max_steps=2, batch_size=2, grad_accum=2, max_new_tokens=8, lr=1e-2, warmup_ratio=0.0)
     result = train(model, tok, examples, cfg, accelerator=acc, progress=False)
     torch.save({{"student": adapter_state(result.model, "student"),
                  "teacher": adapter_state(result.model, "teacher")}}, out / f"rank{{acc.process_index}}.pt")
+    from learner.batch import shared_prefix_len
+    shared = shared_prefix_len([PromptFormat(tok).encode(e.messages, e.tools) for e in examples[:2]])
     (out / f"rank{{acc.process_index}}.json").write_text(json.dumps(
-        {{"world": acc.num_processes, "backend": str(acc.state.backend), "history": result.history}}))
+        {{"world": acc.num_processes, "backend": str(acc.state.backend), "history": result.history,
+          "shared_prefix": shared}}))
 """)
 
 
@@ -61,6 +66,7 @@ def test_two_cpu_processes_end_with_identical_weights(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     info = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert all(i["world"] == 2 and i["backend"] == "gloo" for i in info)
+    assert info[0]["shared_prefix"] > 100  # the two-pass (shared prefix, then rows) forward under DDP
     assert info[0]["history"] == [{**h, **{k: info[0]["history"][n][k] for k in ("step_s", "targets_s", "train_s", "tokens_per_s")}}
                                   for n, h in enumerate(info[1]["history"])]  # reduced metrics agree
     a, b = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))

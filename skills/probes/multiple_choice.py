@@ -135,11 +135,11 @@ def _item_logprobs(model, ctx: list[int], conts: list[list[int]], pad: int) -> l
     return totals
 
 
-def continuation_logprobs(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 16) -> list[float]:
+def continuation_logprobs(model, tokenizer, pairs: list[tuple[str, str]]) -> list[float]:
     """Sum of log p(continuation | context) for each (context, continuation) pair.
 
-    Pairs that share a context (the choices of one item) are scored together from one pass
-    over the context. `batch_size` is kept for callers; choices of one item form a batch.
+    Pairs that share a context (the choices of one item) are scored together, one batch, from
+    one pass over the context.
     """
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     groups: dict[tuple, list[int]] = {}
@@ -154,11 +154,11 @@ def continuation_logprobs(model, tokenizer, pairs: list[tuple[str, str]], batch_
 
 
 def score_items(model, tokenizer, items: list[dict], *, name: str = "multiple_choice",
-                batch_size: int = 16, model_name: str | None = None) -> SuiteResult:
+                model_name: str | None = None) -> SuiteResult:
     """Pick, for each item, the choice with the highest log-likelihood per character."""
     t0 = time.perf_counter()
     pairs = [(it["context"], ch) for it in items for ch in it["choices"]]
-    lls = continuation_logprobs(model, tokenizer, pairs, batch_size=batch_size)
+    lls = continuation_logprobs(model, tokenizer, pairs)
     cases, k = [], 0
     for it in items:
         n = len(it["choices"])
