@@ -26,6 +26,9 @@ def learn(
     seed: Annotated[int, typer.Option(help="Random seed (LoRA init, order, sampling).")] = _C.seed,
     model: Annotated[str | None, typer.Option(help="Version to start from (default: the champion).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be learned and the plan; train and write nothing.")] = False,
+    now: Annotated[bool, typer.Option("--now", help="Run one whole learning run: lease, train in a child process, merge, retention gate, promote or block.")] = False,
+    min_new: Annotated[int, typer.Option(help="With --now: skip (recorded) when fewer new demonstrations than this.")] = 1,
+    replay: Annotated[int, typer.Option(help="With --now: also rehearse this many already-learned demonstrations.")] = 0,
     home: HomeOption = None,
 ):
     """Learn the demonstrations no run has used yet into a new candidate model version.
@@ -34,13 +37,30 @@ def learn(
     champion. The run (config, per-step metrics, candidate) is recorded in memory.db and the
     demonstrations are marked as used by it.
 
+    With --now: the whole run the nightly scheduler does (one at a time across processes, the
+    retention gate decides promotion, a report is written).
+
     Example: sdft-agent learn --method sdft --skill unit_convert --max-steps 20
     """
     from learner.learn import learn_candidate
 
+    if now and dry_run:
+        raise ValueError("--now and --dry-run exclude each other")
     cfg = _C(method=method, max_steps=max_steps, epochs=epochs, lr=lr, teacher=teacher,
                       divergence=divergence, batch_size=batch_size, grad_accum=grad_accum,
                       max_new_tokens=max_new_tokens, seed=seed)
+    if now:
+        from learner.run import learn_now
+
+        result = learn_now(home, cfg, skill=skill, min_new=min_new, replay=replay, log=console.print)
+        console.print(f"[bold]{result.status}[/]" + (f": run {result.run_id}" if result.run_id else "")
+                      + (f", candidate {result.candidate}" if result.candidate else "")
+                      + (f", report {result.report}" if result.report else ""))
+        for reason in result.reasons:
+            console.print(f"  - {reason}")
+        if result.status == "failed":
+            raise typer.Exit(1)
+        return
     out = learn_candidate(home, cfg, skill=skill, version=model, dry_run=dry_run)
     what = f"skill {skill!r}" if skill else "any skill"
     if not out.demonstrations:

@@ -9,7 +9,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import typer  # noqa: E402
 
-from cli import models_cmd  # noqa: E402
+from cli import agent_cmd, eval_cmd, gate_cmd, learn_cmd, memory_cmd, models_cmd, skills_cmd  # noqa: E402
 from cli.common import HomeOption, console, friendly_errors  # noqa: E402
 
 app = typer.Typer(
@@ -19,6 +19,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(models_cmd.app, name="models")
+app.add_typer(skills_cmd.app, name="skills")
+app.add_typer(memory_cmd.app, name="memory")
+app.add_typer(gate_cmd.app, name="gate")
+app.command()(agent_cmd.chat)
+app.command()(agent_cmd.run)
+app.command("eval")(eval_cmd.eval_)
+app.command()(learn_cmd.learn)
 
 
 @app.command()

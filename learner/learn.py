@@ -48,25 +48,37 @@ def learn_candidate(
     dry_run: bool = False,
     progress: bool = True,
     accelerator: Accelerator | None = None,
+    run_id: int | None = None,
+    replay: int = 0,
 ) -> LearnOutcome:
     """Train on the unlearned demonstrations (of `skill`, or all) starting from `version` (the
     champion by default) and save the result as a new, unpromoted version.
 
     With `dry_run`, build the examples and the plan and stop: nothing is trained or written.
     Returns an outcome with no demonstrations when there is nothing new to learn.
+    `run_id`: record on this existing run (learner.run owns its status; it is left 'running'
+    with the candidate set) instead of starting and finishing one here. `replay`: also train on
+    a seeded sample of this many already-learned demonstrations (of any skill), so a run
+    rehearses older skills; only the new ones are marked used.
     """
     cfg = cfg or LearnConfig()
     with Memory(home) as memory:
         return _learn(memory, ModelStore(home, quiet=True), cfg, skill, version, limit, dry_run,
-                      progress, accelerator)
+                      progress, accelerator, run_id, replay)
 
 
-def _learn(memory, store, cfg, skill, version, limit, dry_run, progress, accelerator) -> LearnOutcome:
+def _learn(memory, store, cfg, skill, version, limit, dry_run, progress, accelerator,
+           run_id=None, replay=0) -> LearnOutcome:
     demos = memory.unlearned_demonstrations(skill, limit)
     parent = store.resolve(version).version
     ids = [d["id"] for d in demos]
     if not demos:
         return LearnOutcome([], parent, dry_run=dry_run)
+    if replay:
+        import random
+
+        old = [d for d in memory.demonstrations() if d.get("used_in_runs")]
+        demos = demos + random.Random(cfg.seed).sample(old, min(replay, len(old)))
 
     accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
     model, tokenizer = load(parent, store=store, device=str(accelerator.device))
@@ -77,7 +89,9 @@ def _learn(memory, store, cfg, skill, version, limit, dry_run, progress, acceler
         return outcome
 
     main = accelerator.is_main_process
-    run_id = memory.start_run(cfg.method, cfg.to_dict(), skill=skill) if main else None
+    own_run = run_id is None
+    if own_run:
+        run_id = memory.start_run(cfg.method, cfg.to_dict(), skill=skill) if main else None
     outcome.run_id = run_id
     try:
         if main:
@@ -98,10 +112,11 @@ def _learn(memory, store, cfg, skill, version, limit, dry_run, progress, acceler
             )
             memory.update_run(run_id, candidate_version=outcome.candidate, phase="candidate")
             memory.mark_used(ids, run_id)
-            memory.finish_run(run_id, "succeeded", metrics=result.summary)
+            if own_run:
+                memory.finish_run(run_id, "succeeded", metrics=result.summary)
         accelerator.wait_for_everyone()
     except BaseException as exc:
-        if main and run_id is not None:
+        if main and run_id is not None and own_run:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             memory.finish_run(run_id, status, error=f"{type(exc).__name__}: {exc}")
         raise

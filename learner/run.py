@@ -174,7 +174,8 @@ def learn_now(
         memory.update_run(run_id, phase="gate", candidate_version=candidate, metrics={"timings": timings})
         from learner.gate import run_gate
 
-        gate = run_gate(memory.home, candidate, skill=skill, run_id=run_id, config=gate_config, log=log)
+        learned = skill or _only_skill(new)  # the skill that must improve, when there is one
+        gate = run_gate(memory.home, candidate, skill=learned, run_id=run_id, config=gate_config, log=log)
         timings["gate_s"] = time.perf_counter() - t
         status = "promoted" if gate.promoted else "blocked"
         memory.update_run(run_id, phase=status)
@@ -191,6 +192,11 @@ def learn_now(
         raise
     finally:
         lease.release()
+
+
+def _only_skill(demos: list[dict]) -> str | None:
+    skills = {d.get("skill") for d in demos}
+    return skills.pop() if len(skills) == 1 else None
 
 
 def scheduled_learn(home: str, min_new: int = 1, **options) -> dict:

@@ -15,6 +15,14 @@ def install_pack(memory: Any, pack: SkillPack) -> dict:
     add_demonstration returns (id, created) and skips duplicates, which are counted.
     """
     pack.validate()
+    write = getattr(memory, "write", None)  # one transaction when the memory offers one
+    if write is None:
+        return _install(memory, pack)
+    with write():
+        return _install(memory, pack)
+
+
+def _install(memory: Any, pack: SkillPack) -> dict:
     memory.add_skill(pack.name, pack.description, pack.tools)
     added = duplicates = 0
     for i, demo in enumerate(pack.demonstrations):
