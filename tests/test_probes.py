@@ -94,7 +94,8 @@ def test_continuation_logprob_is_the_sum_over_continuation_tokens(tiny_tokenizer
     ctx = "Question: What is 42?\nAnswer:"
     pairs = [(ctx, " The answer is 42."), ("Paris is", " the capital"), (ctx, " 7"),
              ("x", " a much longer continuation than the others"), (ctx, " forty two, the answer")]
-    got = mc.continuation_logprobs(tiny_model, tiny_tokenizer, pairs)
+    got = mc.continuation_logprobs(tiny_model, tiny_tokenizer, pairs, batch_size=2)
+    assert got == pytest.approx(mc.continuation_logprobs(tiny_model, tiny_tokenizer, pairs, batch_size=1), abs=1e-4)
     for (ctx, cont), value in zip(pairs, got, strict=True):
         n_ctx = len(tiny_tokenizer(ctx, add_special_tokens=False)["input_ids"])
         whole = tiny_tokenizer(ctx + cont, add_special_tokens=False)["input_ids"]

@@ -38,8 +38,8 @@ class MultipleChoiceProbe:
         self.name, self.items = name, items
 
     def run(self, model, tokenizer, *, batch_size: int = 8, model_name: str | None = None) -> SuiteResult:
-        """batch_size is not used: the choices of one item are scored as one batch."""
-        return score_items(model, tokenizer, self.items, name=self.name, model_name=model_name)
+        return score_items(model, tokenizer, self.items, name=self.name, batch_size=batch_size,
+                           model_name=model_name)
 
 
 class InstructionProbe:

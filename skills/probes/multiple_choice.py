@@ -106,59 +106,81 @@ def _split(tokenizer, context: str, continuation: str) -> tuple[list[int], list[
 
 
 @torch.inference_mode()
-def _item_logprobs(model, ctx: list[int], conts: list[list[int]], pad: int) -> list[float]:
-    """Log-likelihood of each continuation after one shared context: the context runs once,
-    its cache is repeated across the choices (ARC's context is several times its choices)."""
-    kw = cache_kwarg(model)
-    dev = model.device
+def _group_logprobs(model, contexts: list[list[int]], conts: list[list[list[int]]], pad: int) -> list[list[float]]:
+    """Log-likelihood of every continuation of several items, each context run once.
+
+    The contexts run as one left-padded batch; their cache rows are then repeated, one per
+    choice, and all choices run as one batch laid out [padding][context][choice][padding] with
+    positions continuing each context's own, so every row computes what it would alone.
+    """
+    kw, dev = cache_kwarg(model), model.device
+    B, wc = len(contexts), max(len(c) for c in contexts)
+    ids = torch.full((B, wc), pad, dtype=torch.long)
+    mask = torch.zeros((B, wc), dtype=torch.long)
+    pos = torch.zeros((B, wc), dtype=torch.long)
+    for r, c in enumerate(contexts):
+        ids[r, wc - len(c):] = torch.tensor(c)
+        mask[r, wc - len(c):] = 1
+        pos[r, wc - len(c):] = torch.arange(len(c))
     cache = DynamicCache(config=model.config)
-    out = model(input_ids=torch.tensor([ctx], device=dev), use_cache=True, logits_to_keep=1, **{kw: cache})
-    first = F.log_softmax(out.logits[0, -1].float(), dim=-1)
-    n, width = len(conts), max(len(c) for c in conts)
-    totals = [first[c[0]].item() for c in conts]
-    if width == 1:
+    out = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                use_cache=True, logits_to_keep=1, **{kw: cache})
+    first = F.log_softmax(out.logits[:, -1].float(), dim=-1)  # [B, V]
+    totals = [[first[r, x[0]].item() for x in xs] for r, xs in enumerate(conts)]
+    rows = [(r, x) for r, xs in enumerate(conts) for x in xs]
+    wx = max(len(x) for _, x in rows) - 1
+    if wx == 0:
         return totals
-    cache.batch_repeat_interleave(n)
-    ids = torch.full((n, width - 1), pad, dtype=torch.long)
-    mask = torch.zeros((n, len(ctx) + width - 1), dtype=torch.long)
-    mask[:, : len(ctx)] = 1
-    for i, c in enumerate(conts):
-        ids[i, : len(c) - 1] = torch.tensor(c[:-1])
-        mask[i, len(ctx): len(ctx) + len(c) - 1] = 1
-    pos = torch.arange(len(ctx), len(ctx) + width - 1).expand(n, -1)
-    logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+    cache.batch_select_indices(torch.tensor([r for r, _ in rows], device=dev))
+    ids = torch.full((len(rows), wx), pad, dtype=torch.long)
+    xmask = torch.zeros((len(rows), wx), dtype=torch.long)
+    xpos = torch.zeros((len(rows), wx), dtype=torch.long)
+    for k, (r, x) in enumerate(rows):
+        ids[k, : len(x) - 1] = torch.tensor(x[:-1])
+        xmask[k, : len(x) - 1] = 1
+        xpos[k] = len(contexts[r]) + torch.arange(wx)
+    full_mask = torch.cat([mask[[r for r, _ in rows]], xmask], dim=1)
+    logits = model(input_ids=ids.to(dev), attention_mask=full_mask.to(dev), position_ids=xpos.to(dev),
                    use_cache=True, **{kw: cache}).logits
-    for i, c in enumerate(conts):
-        if len(c) > 1:
-            logp = F.log_softmax(logits[i, : len(c) - 1].float(), dim=-1)
-            totals[i] += logp.gather(-1, torch.tensor(c[1:], device=logp.device)[:, None]).sum().item()
+    k = 0
+    for r, xs in enumerate(conts):
+        for j, x in enumerate(xs):
+            if len(x) > 1:
+                logp = F.log_softmax(logits[k, : len(x) - 1].float(), dim=-1)
+                totals[r][j] += logp.gather(-1, torch.tensor(x[1:], device=logp.device)[:, None]).sum().item()
+            k += 1
     return totals
 
 
-def continuation_logprobs(model, tokenizer, pairs: list[tuple[str, str]]) -> list[float]:
+def continuation_logprobs(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 8) -> list[float]:
     """Sum of log p(continuation | context) for each (context, continuation) pair.
 
-    Pairs that share a context (the choices of one item) are scored together, one batch, from
-    one pass over the context.
+    Pairs that share a context (the choices of one item) are scored from one pass over it;
+    `batch_size` contexts (items) run together, sorted by length so padding stays small.
     """
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     groups: dict[tuple, list[int]] = {}
     split = [_split(tokenizer, c, x) for c, x in pairs]
     for i, (ctx, _) in enumerate(split):
         groups.setdefault(tuple(ctx), []).append(i)
+    keys = sorted(groups, key=lambda g: (len(g), max(len(split[i][1]) for i in groups[g])))
     out = [0.0] * len(pairs)
-    for ctx, idx in groups.items():
-        for i, v in zip(idx, _item_logprobs(model, list(ctx), [split[i][1] for i in idx], pad), strict=True):
-            out[i] = v
+    for start in range(0, len(keys), batch_size):
+        chunk = keys[start: start + batch_size]
+        scores = _group_logprobs(model, [list(g) for g in chunk],
+                                 [[split[i][1] for i in groups[g]] for g in chunk], pad)
+        for g, vals in zip(chunk, scores, strict=True):
+            for i, v in zip(groups[g], vals, strict=True):
+                out[i] = v
     return out
 
 
 def score_items(model, tokenizer, items: list[dict], *, name: str = "multiple_choice",
-                model_name: str | None = None) -> SuiteResult:
+                batch_size: int = 8, model_name: str | None = None) -> SuiteResult:
     """Pick, for each item, the choice with the highest log-likelihood per character."""
     t0 = time.perf_counter()
     pairs = [(it["context"], ch) for it in items for ch in it["choices"]]
-    lls = continuation_logprobs(model, tokenizer, pairs)
+    lls = continuation_logprobs(model, tokenizer, pairs, batch_size=batch_size)
     cases, k = [], 0
     for it in items:
         n = len(it["choices"])
