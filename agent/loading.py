@@ -35,8 +35,11 @@ def default_dtype(device: torch.device) -> torch.dtype:
 
 
 def configure_threads() -> None:
-    if torch.get_num_threads() != available_cores():
-        torch.set_num_threads(available_cores())
+    """One torch thread per available core, or $SDFT_AGENT_THREADS (several jobs sharing a small
+    machine are far faster with fewer threads each than with OpenMP threads fighting)."""
+    want = int(os.environ.get("SDFT_AGENT_THREADS") or available_cores())
+    if torch.get_num_threads() != want:
+        torch.set_num_threads(want)
 
 
 def load_folder(path: str | Path, *, device: str | None = None, dtype: torch.dtype | None = None):

@@ -77,16 +77,19 @@ def run_one(method: str, home: str, steps: int, threads: int, trl_checkpointing:
         cfg = LearnConfig(method="sdft" if method == "ours" else "sft", max_steps=steps, batch_size=BATCH,
                           max_new_tokens=COMPLETION, lr=LR, teacher="ema", ema_alpha=EMA, divergence="forward",
                           skip_first=SKIP, seed=0, shuffle=False)
-        result = train(model, tok, examples, cfg, progress=False)
+        marks = [time.process_time()]
+        result = train(model, tok, examples, cfg, progress=False,
+                       on_step=lambda m: marks.append(time.process_time()))
+        cpu_s = [b - a for a, b in zip(marks[:-1], marks[1:], strict=True)]  # [0] includes setup: warm-up
         step_s = [h["step_s"] for h in result.history]
         tokens = [h["completion_tokens"] for h in result.history]
         parts = {"targets_s": [h["targets_s"] for h in result.history],
                  "train_s": [h["train_s"] for h in result.history]}
     else:
-        step_s, tokens, parts = run_trl(model, tok, fmt, examples, steps,
-                                        [encode_example(e, fmt) for e in examples], trl_checkpointing)
+        step_s, cpu_s, tokens, parts = run_trl(model, tok, fmt, examples, steps,
+                                               [encode_example(e, fmt) for e in examples], trl_checkpointing)
     _, peak = rss_now_and_peak()
-    return {"method": method, "step_s": step_s, "completion_tokens": tokens, "parts": parts,
+    return {"method": method, "step_s": step_s, "cpu_s": cpu_s, "completion_tokens": tokens, "parts": parts,
             "rss_before_train_mb": rss_before, "peak_rss_mb": peak}
 
 
@@ -137,24 +140,29 @@ def run_trl(model, tok, fmt, examples, steps, encoded, trl_checkpointing=False):
 
         trainer._generate_transformers = counting_generate
         step_s: list[float] = []
+        cpu_s: list[float] = []
 
         class Timer(TrainerCallback):
             def on_step_begin(self, *a, **k):
-                self.t = time.perf_counter()
+                self.t, self.c = time.perf_counter(), time.process_time()
 
             def on_step_end(self, *a, **k):
                 step_s.append(time.perf_counter() - self.t)
+                cpu_s.append(time.process_time() - self.c)
 
         trainer.add_callback(Timer())
         trainer.train()
-    return step_s, tokens, {"generate_s": gen_s}
+    return step_s, cpu_s, tokens, {"generate_s": gen_s}
 
 
 def summarise(runs: list[dict]) -> dict:
     """Steady state: the first step of every run is warm-up and left out."""
     secs = [s for r in runs for s in r["step_s"][1:]]
+    cpus = [s for r in runs for s in r["cpu_s"][1:]]
     toks = [t for r in runs for t in r["completion_tokens"][1:]]
     return {
+        "cpu_seconds_per_step_median": statistics.median(cpus),
+        "completion_tokens_per_cpu_s": sum(toks) / sum(cpus),
         "runs": len(runs),
         "steps_measured": len(secs),
         "seconds_per_step_median": statistics.median(secs),
@@ -200,8 +208,8 @@ def main() -> None:
                 sys.exit(f"{m} run failed:\n{proc.stderr[-4000:]}")
             runs[m].append(json.loads(line[0][len("RESULT "):]))
             loads.append(os.getloadavg()[0])
-            print(f"rep {rep} {m}: {time.time() - t:.0f} s, steps {[round(s, 1) for s in runs[m][-1]['step_s']]}",
-                  flush=True)
+            print(f"rep {rep} {m}: {time.time() - t:.0f} s, steps {[round(s, 1) for s in runs[m][-1]['step_s']]}, "
+                  f"cpu {[round(s, 1) for s in runs[m][-1]['cpu_s']]}", flush=True)
 
     summary = {m: summarise(r) for m, r in runs.items()}
     out = {
@@ -219,8 +227,15 @@ def main() -> None:
         out["throughput_ratio"] = summary["ours"]["completion_tokens_per_s"] / summary["trl"]["completion_tokens_per_s"]
         out["seconds_per_step_ratio"] = summary["trl"]["seconds_per_step_median"] / summary["ours"]["seconds_per_step_median"]
         out["peak_rss_ratio"] = summary["ours"]["peak_rss_mb"] / summary["trl"]["peak_rss_mb"]
+        # process CPU time (one thread): what the work costs, much less swayed by other load
+        out["cpu_throughput_ratio"] = (summary["ours"]["completion_tokens_per_cpu_s"]
+                                       / summary["trl"]["completion_tokens_per_cpu_s"])
+        out["cpu_seconds_per_step_ratio"] = (summary["trl"]["cpu_seconds_per_step_median"]
+                                             / summary["ours"]["cpu_seconds_per_step_median"])
     if "ours" in summary and "sft" in summary:
         out["sdft_sft_time_ratio"] = summary["ours"]["seconds_per_step_median"] / summary["sft"]["seconds_per_step_median"]
+        out["sdft_sft_cpu_time_ratio"] = (summary["ours"]["cpu_seconds_per_step_median"]
+                                          / summary["sft"]["cpu_seconds_per_step_median"])
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps({k: v for k, v in out.items() if k not in ("runs", "machine")}, indent=2))
