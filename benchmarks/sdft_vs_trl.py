@@ -67,8 +67,8 @@ def run_one(method: str, home: str, steps: int, threads: int, trl_checkpointing:
     from learner.examples import encode_example, examples_from_demonstrations
     from learner.train import train
 
-    torch.set_num_threads(threads)
     model, tok = load(home=home)
+    torch.set_num_threads(threads)  # after load(), which sets the machine's core count
     fmt = PromptFormat(tok)
     demos, tools = demonstrations()
     examples = examples_from_demonstrations(demos, fmt, tools)
