@@ -11,7 +11,6 @@ import copy
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from memory.files import write_text_atomic
 from memory.toolschema import ToolSchemaError, check_tool_schema
 from memory.validate import ValidationError, check_demonstration
 from memory.validate import message_errors as memory_message_errors
@@ -91,16 +91,7 @@ class SkillPack:
         """Write atomically: a reader sees the old file or the new one, never half of one."""
         path = Path(path)
         self.validate()
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(self.dumps())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text_atomic(path, self.dumps())
         return path
 
 
