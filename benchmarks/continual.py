@@ -199,6 +199,11 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="LearnConfig field for both methods, e.g. --set max_steps=16 --set lr=2e-4")
     ap.add_argument("--sdft-set", action="append", default=[], metavar="FIELD=VALUE", help="LearnConfig field for SDFT only")
+    ap.add_argument("--label", default=None,
+                    help="name of this run's SDFT variant in the results (default: sdft), e.g. sdft[forced+prev]")
+    ap.add_argument("--reuse", action="append", default=[], metavar="JSON",
+                    help="an earlier continual.json with the same skills, eval and --set: its base row, teacher "
+                         "signal and method rows are kept, not recomputed (repeatable)")
     args = ap.parse_args()
 
     def fields(pairs):
@@ -221,23 +226,38 @@ def main() -> None:
     t0 = time.perf_counter()
 
     log(f"skills {skills}; {[len(p.demonstrations) for p in packs]} demonstrations, {[len(p.eval) for p in packs]} eval cases")
-    signal = signal_table(base_folder, packs, args.signal_n, args.templates.split(","))
-
+    reused = [json.loads(Path(f).read_text()) for f in args.reuse]
+    for f, r in zip(args.reuse, reused, strict=True):
+        same = {k: (r["args"][k], vars(args)[k]) for k in ("skills", "eval_n", "train_n", "probe_n", "set")
+                if r["args"][k] != vars(args)[k]}
+        if same:
+            sys.exit(f"--reuse {f}: not the same experiment ({same}); rerun without --reuse")
     methods = args.methods.split(",")
+    labels = {m: (args.label or m) if m == "sdft" else m for m in methods}
     homes = {m: make_home(work / m, base_folder, packs) for m in methods}
     from agent.loading import load_folder
 
     base_model, base_tok = load_folder(base_folder)
     set_reference(probes, base_model, base_tok, "base")
     del base_model
-    log("evaluating the base model…")
-    base_row = evaluate_row(homes[methods[0]], "base", skills, probes, args.batch)
-    log(f"base: {base_row['skills']} {base_row['probes']} ({base_row['eval_s']:.0f} s)")
+    if reused:
+        signal, base_row = reused[0]["signal"], reused[0]["base_row"]
+        log("base row and teacher signal reused from " + args.reuse[0])
+    else:
+        signal = signal_table(base_folder, packs, args.signal_n, args.templates.split(","))
+        log("evaluating the base model…")
+        base_row = evaluate_row(homes[methods[0]], "base", skills, probes, args.batch)
+        log(f"base: {base_row['skills']} {base_row['probes']} ({base_row['eval_s']:.0f} s)")
 
     result = {"skills": skills, "skill_specs": skill_specs, "base_row": base_row, "signal": signal,
-              "args": vars(args), "methods": {}}
+              "args": vars(args), "methods": {}, "reused_from": args.reuse}
+    for r in reused:
+        result["methods"].update(r["methods"])
     for m in methods:
         cfg_fields = {**common, **(sdft_only if m == "sdft" else {})}
+        if labels[m] in result["methods"]:
+            log(f"{labels[m]}: reused")
+            continue
         rows = []
         for skill in skills:
             cfg = LearnConfig(method=m, **cfg_fields)
@@ -248,9 +268,9 @@ def main() -> None:
             row = evaluate_row(homes[m], outcome.candidate, skills, probes, args.batch)
             row.update(skill=skill, train_s=train_s, summary=outcome.summary, config=cfg.to_dict())
             rows.append(row)
-            log(f"{m} after {skill}: {row['skills']} {row['probes']} (train {train_s:.0f} s, eval {row['eval_s']:.0f} s)")
+            log(f"{labels[m]} after {skill}: {row['skills']} {row['probes']} (train {train_s:.0f} s, eval {row['eval_s']:.0f} s)")
         matrix = [[base_row["skills"][s] for s in skills]] + [[r["skills"][s] for s in skills] for r in rows]
-        result["methods"][m] = {"rows": rows, "matrix": matrix, "bwt": bwt(matrix),
+        result["methods"][labels[m]] = {"rows": rows, "matrix": matrix, "bwt": bwt(matrix),
                                 "new_skill_gain": [matrix[i + 1][i] - matrix[0][i] for i in range(len(skills))]}
         (out / "continual.json").write_text(json.dumps(result, indent=1, default=str))
     result["wall_s"] = time.perf_counter() - t0

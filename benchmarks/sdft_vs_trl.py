@@ -56,8 +56,10 @@ def rss_now_and_peak() -> tuple[float, float]:
     return int(kb["VmRSS"]) / 1024, int(kb["VmHWM"]) / 1024
 
 
-def run_one(method: str, home: str, steps: int, threads: int, trl_checkpointing: bool = False) -> dict:
-    """One training run in this process; returns per-step seconds and completion tokens."""
+def run_one(method: str, home: str, steps: int, threads: int) -> dict:
+    """One training run in this process; returns per-step seconds and completion tokens.
+    `method`: ours | sft | trl, with "-gc" for gradient checkpointing (TRL's default)."""
+    method, checkpointing = method.removesuffix("-gc"), method.endswith("-gc")
     import torch
     import trl  # noqa: F401  (imported by every side, so library overhead is equal)
 
@@ -76,7 +78,7 @@ def run_one(method: str, home: str, steps: int, threads: int, trl_checkpointing:
     if method in ("ours", "sft"):
         cfg = LearnConfig(method="sdft" if method == "ours" else "sft", max_steps=steps, batch_size=BATCH,
                           max_new_tokens=COMPLETION, lr=LR, teacher="ema", ema_alpha=EMA, divergence="forward",
-                          skip_first=SKIP, seed=0, shuffle=False)
+                          skip_first=SKIP, seed=0, shuffle=False, gradient_checkpointing=checkpointing)
         marks = [time.process_time()]
         result = train(model, tok, examples, cfg, progress=False,
                        on_step=lambda m: marks.append(time.process_time()))
@@ -87,9 +89,9 @@ def run_one(method: str, home: str, steps: int, threads: int, trl_checkpointing:
                  "train_s": [h["train_s"] for h in result.history]}
     else:
         step_s, cpu_s, tokens, parts = run_trl(model, tok, fmt, examples, steps,
-                                               [encode_example(e, fmt) for e in examples], trl_checkpointing)
+                                               [encode_example(e, fmt) for e in examples], checkpointing)
     _, peak = rss_now_and_peak()
-    return {"method": method, "step_s": step_s, "cpu_s": cpu_s, "completion_tokens": tokens, "parts": parts,
+    return {"method": method + ("-gc" if checkpointing else ""), "step_s": step_s, "cpu_s": cpu_s, "completion_tokens": tokens, "parts": parts,
             "rss_before_train_mb": rss_before, "peak_rss_mb": peak}
 
 
@@ -180,15 +182,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5, help="optimizer steps per run (the first is warm-up)")
     ap.add_argument("--reps", type=int, default=2, help="runs per method, alternated")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run (1 on a shared machine)")
-    ap.add_argument("--methods", default="ours,trl,sft")
-    ap.add_argument("--trl-gradient-checkpointing", action="store_true",
-                    help="run TRL with its default gradient_checkpointing=True")
+    ap.add_argument("--methods", default="ours,trl,ours-gc,trl-gc,sft",
+                    help="ours | trl | sft; with -gc: gradient checkpointing on (TRL's default)")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--run", help=argparse.SUPPRESS)  # child mode: one run, JSON on stdout
     a = ap.parse_args()
     if a.run:
-        print("RESULT " + json.dumps(run_one(a.run, a.home, a.steps, a.threads,
-                                              a.trl_gradient_checkpointing)), flush=True)
+        print("RESULT " + json.dumps(run_one(a.run, a.home, a.steps, a.threads)), flush=True)
         return
 
     methods = a.methods.split(",")
@@ -200,8 +200,7 @@ def main() -> None:
         for m in methods:
             t = time.time()
             proc = subprocess.run([sys.executable, __file__, "--run", m, "--home", a.home, "--steps", str(a.steps),
-                                   "--threads", str(a.threads)]
-                                  + (["--trl-gradient-checkpointing"] if a.trl_gradient_checkpointing else []),
+                                   "--threads", str(a.threads)],
                                   capture_output=True, text=True, env=env, cwd=ROOT)
             line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
             if proc.returncode != 0 or not line:
@@ -216,29 +215,49 @@ def main() -> None:
         "config": {"model": "smollm2-135m (SmolLM2-135M-Instruct, float32, CPU)", "prompts": N_PROMPTS,
                    "batch": BATCH, "completion_tokens": COMPLETION, "lora": "r=16, alpha=32, all linear layers",
                    "divergence": "full-vocabulary forward KL(teacher||student)", "teacher": f"ema alpha={EMA}",
-                   "skip_first": SKIP, "lr": LR, "steps_per_run": a.steps, "reps": a.reps, "threads": a.threads,
-                   "trl_gradient_checkpointing": a.trl_gradient_checkpointing},
+                   "skip_first": SKIP, "lr": LR, "steps_per_run": a.steps, "reps": a.reps, "threads": a.threads},
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                     "load_average_1min_samples": loads, **_versions()},
         "summary": summary,
         "runs": runs,
     }
-    if "ours" in summary and "trl" in summary:
-        out["throughput_ratio"] = summary["ours"]["completion_tokens_per_s"] / summary["trl"]["completion_tokens_per_s"]
-        out["seconds_per_step_ratio"] = summary["trl"]["seconds_per_step_median"] / summary["ours"]["seconds_per_step_median"]
-        out["peak_rss_ratio"] = summary["ours"]["peak_rss_mb"] / summary["trl"]["peak_rss_mb"]
-        # process CPU time (one thread): what the work costs, much less swayed by other load
-        out["cpu_throughput_ratio"] = (summary["ours"]["completion_tokens_per_cpu_s"]
-                                       / summary["trl"]["completion_tokens_per_cpu_s"])
-        out["cpu_seconds_per_step_ratio"] = (summary["trl"]["cpu_seconds_per_step_median"]
-                                             / summary["ours"]["cpu_seconds_per_step_median"])
+    pairs = {}
+    for gc in ("", "-gc"):
+        o, t = summary.get("ours" + gc), summary.get("trl" + gc)
+        if o and t:
+            pairs["gradient_checkpointing" if gc else "no_checkpointing"] = {
+                "throughput_ratio": o["completion_tokens_per_s"] / t["completion_tokens_per_s"],
+                "seconds_per_step_ratio": t["seconds_per_step_median"] / o["seconds_per_step_median"],
+                "peak_rss_ratio": o["peak_rss_mb"] / t["peak_rss_mb"],
+                # process CPU time (one thread): what the work costs, less swayed by other load
+                "cpu_throughput_ratio": o["completion_tokens_per_cpu_s"] / t["completion_tokens_per_cpu_s"],
+            }
+    out["pairs"] = pairs
+    # headline: TRL as it ships (gradient checkpointing on) against ours with the same setting
+    head = pairs.get("gradient_checkpointing") or pairs.get("no_checkpointing")
+    if head:
+        out.update(head)
+        out["headline_pair"] = "gradient_checkpointing" if "gradient_checkpointing" in pairs else "no_checkpointing"
     if "ours" in summary and "sft" in summary:
         out["sdft_sft_time_ratio"] = summary["ours"]["seconds_per_step_median"] / summary["sft"]["seconds_per_step_median"]
         out["sdft_sft_cpu_time_ratio"] = (summary["ours"]["cpu_seconds_per_step_median"]
                                           / summary["sft"]["cpu_seconds_per_step_median"])
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in out.items() if k not in ("runs", "machine")}, indent=2))
+    print(table(summary, pairs, out.get("sdft_sft_time_ratio")))
+
+
+def table(summary: dict, pairs: dict, sdft_sft: float | None) -> str:
+    lines = ["| run | s/step (median) | CPU s/step | completion tok/s | peak RSS MB |", "|---|---|---|---|---|"]
+    for m, r in summary.items():
+        lines.append(f"| {m} | {r['seconds_per_step_median']:.1f} | {r['cpu_seconds_per_step_median']:.1f} | "
+                     f"{r['completion_tokens_per_s']:.2f} | {r['peak_rss_mb']:.0f} |")
+    for name, p in pairs.items():
+        lines.append(f"\nours / TRL, {name.replace('_', ' ')}: throughput ×{p['throughput_ratio']:.2f}, "
+                     f"step time ×{p['seconds_per_step_ratio']:.2f} faster, peak RSS ×{p['peak_rss_ratio']:.2f}")
+    if sdft_sft:
+        lines.append(f"SDFT / SFT step time: ×{sdft_sft:.2f}")
+    return "\n".join(lines)
 
 
 def _versions() -> dict:

@@ -18,6 +18,7 @@ tokens, so every row sees the positions of its unpadded sequence.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 
@@ -50,6 +51,29 @@ def shared_prefix_len(prompts: list[list[int]], minimum: int = MIN_SHARED_PREFIX
         return 0
     k = min(len(os.path.commonprefix(prompts)), min(len(p) for p in prompts) - 1)
     return k if k >= minimum else 0
+
+
+def prefix_groups(prompts: list[list[int]], minimum: int | None = MIN_SHARED_PREFIX) -> list[list[int]]:
+    """Rows of a batch split into groups that share most of their prompt, to be run one group at
+    a time: a batch mixing skills shares only a generic header, so run whole it would pay for
+    every row's own tool schemas at once (compute and activation memory); group by group, each
+    schema is run once and the peak is the largest group's.
+
+    Rows sorted by their tokens sit next to those they share most with; a group ends where two
+    neighbours share fewer than half of the shorter prompt (or fewer than `minimum` tokens).
+    One group (all rows, in order) when prefix sharing is off or everything shares."""
+    rows = list(range(len(prompts)))
+    if minimum is None or len(rows) < 2:
+        return [rows]
+    order = sorted(rows, key=lambda i: prompts[i])
+    groups = [[order[0]]]
+    for a, b in zip(order, order[1:], strict=False):
+        shared = len(os.path.commonprefix([prompts[a], prompts[b]]))
+        if shared >= max(minimum, min(len(prompts[a]), len(prompts[b])) // 2):
+            groups[-1].append(b)
+        else:
+            groups.append([b])
+    return sorted(sorted(g) for g in groups)
 
 
 def pack(prompts: list[list[int]], completions: list[list[int]], pad_id: int,
@@ -96,33 +120,84 @@ def cache_kwarg(model) -> str:
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
-def prefix_cache(model, prefix: list[int], rows: int, config, device) -> DynamicCache:
-    """Keys/values of `prefix`, computed once and repeated for `rows` rows (differentiable)."""
-    cache = DynamicCache(config=config)
+class PrefixCache(DynamicCache):
+    """A shared prefix's keys/values. While `frozen`, every call reads it and none extends it:
+    `update` returns prefix + the new keys/values without storing them, so a layer that gradient
+    checkpointing re-runs in the backward pass sees exactly the cache its first run saw."""
+
+    frozen = False
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        if not self.frozen:
+            return super().update(key_states, value_states, layer_idx, *args, **kwargs)
+        layer = self.layers[layer_idx]
+        return torch.cat([layer.keys, key_states], dim=-2), torch.cat([layer.values, value_states], dim=-2)
+
+
+def prefix_cache(model, prefix: list[int], rows: int, config, device, frozen: bool = False) -> DynamicCache:
+    """Keys/values of `prefix`, computed once and repeated for `rows` rows (differentiable).
+    `frozen`: read-only afterwards (a training pass), else it grows (decoding)."""
+    cache = PrefixCache(config=config)
     ids = torch.tensor([prefix], device=device)
-    model(input_ids=ids, position_ids=torch.arange(len(prefix), device=device).unsqueeze(0),
-          use_cache=True, logits_to_keep=1, **{cache_kwarg(model): cache})
+    with _checkpointing_paused(model):  # the prefix pass is not re-run in backward: its cache grows
+        model(input_ids=ids, position_ids=torch.arange(len(prefix), device=device).unsqueeze(0),
+              use_cache=True, logits_to_keep=1, **{cache_kwarg(model): cache})
     cache.batch_repeat_interleave(rows)
+    cache.frozen = frozen
     return cache
+
+
+def _checkpointed_layers(model) -> list:
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    return [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing]
+
+
+@contextlib.contextmanager
+def _checkpointing_paused(model):
+    layers = _checkpointed_layers(model)
+    for m in layers:
+        m.gradient_checkpointing = False
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.gradient_checkpointing = True
+
+
+@contextlib.contextmanager
+def _checkpointing_with_cache(model):
+    """transformers drops the cache of a checkpointed layer (a growing cache would be extended
+    twice by the backward re-run); a frozen PrefixCache is safe to keep."""
+    layers = _checkpointed_layers(model)
+    for m in layers:
+        m._can_checkpoint_with_cache = True
+    try:
+        yield
+    finally:
+        for m in layers:
+            del m._can_checkpoint_with_cache  # back to the class's False
 
 
 def completion_hidden(model, packed: Packed) -> torch.Tensor:
     """[B, C, H] final hidden states at the positions whose next-token distributions are the
-    completion tokens' (the head is applied later, in chunks)."""
+    completion tokens' (the head is applied later, in chunks). Works with gradient checkpointing
+    on (the shared prefix's activations are then kept, the rows' recomputed)."""
     extra = {}
     if packed.prefix_ids:
         inner = getattr(model, "module", model)  # the config lives on the unwrapped model
         extra = {cache_kwarg(model): prefix_cache(model, packed.prefix_ids, packed.input_ids.shape[0],
-                                                  inner.config, packed.input_ids.device)}
-    out = model(
-        input_ids=packed.input_ids,
-        attention_mask=packed.attention_mask,
-        position_ids=packed.position_ids,
-        use_cache=bool(extra),
-        output_hidden_states=True,
-        logits_to_keep=1,  # the head runs later, on completion positions only, in chunks
-        **extra,
-    )
+                                                  inner.config, packed.input_ids.device, frozen=True)}
+    with _checkpointing_with_cache(model) if extra else contextlib.nullcontext():
+        out = model(
+            input_ids=packed.input_ids,
+            attention_mask=packed.attention_mask,
+            position_ids=packed.position_ids,
+            use_cache=False,  # a given cache is read all the same; nothing new is kept
+            output_hidden_states=True,
+            logits_to_keep=1,  # the head runs later, on completion positions only, in chunks
+            **extra,
+        )
     hidden = out.hidden_states[-1]
     index = packed.predictor_index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
     return hidden.gather(1, index)

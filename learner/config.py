@@ -61,6 +61,7 @@ class LearnConfig:
     chunk_size: int = 16  # completion positions per full-vocabulary chunk in the loss
     gradient_checkpointing: bool = False
     share_prompt_prefix: bool = True  # run the batch's common prompt prefix once (learner.batch)
+    merged_rollouts: bool = True  # sample with the adapter folded into the weights (learner.lora)
 
     extra: dict = field(default_factory=dict)  # free-form notes carried into the run record
 

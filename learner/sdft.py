@@ -13,7 +13,6 @@ teacher on its own prompt, the number of masked leading tokens.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -21,7 +20,14 @@ import torch
 from learner.batch import completion_hidden, pack
 from learner.divergence import token_divergence
 from learner.examples import EncodedExample
-from learner.lora import adapter_pairs, ema_update, teacher_context
+from learner.lora import (
+    STUDENT,
+    TEACHER,
+    adapter_pairs,
+    ema_update,
+    merged_adapter,
+    teacher_context,
+)
 from learner.rollout import sample
 
 
@@ -34,6 +40,10 @@ class Targets:
     teacher_hidden: torch.Tensor | None = None  # [B, C, H], SDFT only
     completion_ids: torch.Tensor | None = None  # [B, C] once packed (set by the training step)
     stats: dict = field(default_factory=dict)
+
+    def select(self, rows: list[int]) -> Targets:
+        """The targets of some rows (before the teacher pass and packing)."""
+        return Targets([self.completions[i] for i in rows], [self.starts[i] for i in rows])
 
 
 class SDFTObjective:
@@ -60,8 +70,7 @@ class SDFTObjective:
             rows = [i for i in range(n) if from_teacher[i] == teacher_rows]
             if not rows:
                 continue
-            ctx = teacher_context(self.model, cfg.teacher) if teacher_rows else nullcontext()
-            with ctx:
+            with self._sampling_weights(teacher_rows):
                 got = sample(
                     self.model,
                     [batch[i].teacher_prompt_ids if teacher_rows else batch[i].prompt_ids for i in rows],
@@ -78,19 +87,44 @@ class SDFTObjective:
                 completions[i] = c
         return completions, from_teacher
 
-    def targets(self, batch: list[EncodedExample], generator: torch.Generator | None = None) -> Targets:
+    def _sampling_weights(self, teacher_rows: bool):
+        """The weights rollouts are sampled from: the student, or the teacher for its λ share;
+        adapters merged into the base for the duration (LearnConfig.merged_rollouts)."""
+        kind = self.cfg.teacher if teacher_rows else "live"
+        if not self.cfg.merged_rollouts:
+            return teacher_context(self.model, kind)
+        if kind == "base":
+            return teacher_context(self.model, "base")
+        return merged_adapter(self.model, TEACHER if kind == "ema" else STUDENT)
+
+    def targets(self, batch: list[EncodedExample], generator: torch.Generator | None = None,
+                teacher: bool = True) -> Targets:
+        """Rollouts for the batch, and (unless `teacher=False`: the training step runs the
+        teacher group by group, `add_teacher`) the teacher's hidden states on them."""
         was_training = self.model.training
         self.model.eval()
         try:
             completions, from_teacher = self.rollouts(batch, generator)
-            teacher = pack([e.teacher_prompt_ids for e in batch], completions, self.pad_id, self.model.device,
-                           self.cfg.min_shared_prefix)
-            with torch.no_grad(), teacher_context(self.model, self.cfg.teacher):
-                hidden = completion_hidden(self.model, teacher)
         finally:
             self.model.train(was_training)
         starts = [len(e.forced_ids) + self.cfg.skip_first for e in batch]
-        return Targets(completions, starts, teacher_hidden=hidden, stats={"teacher_rollouts": sum(from_teacher)})
+        targets = Targets(completions, starts, stats={"teacher_rollouts": sum(from_teacher)})
+        if teacher:
+            self.add_teacher(batch, targets)
+        return targets
+
+    def add_teacher(self, batch: list[EncodedExample], targets: Targets) -> None:
+        """The teacher's final hidden states at the completion positions (its own prompt, the
+        same completion tokens), under no_grad."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            teacher = pack([e.teacher_prompt_ids for e in batch], targets.completions, self.pad_id,
+                           self.model.device, self.cfg.min_shared_prefix)
+            with torch.no_grad(), teacher_context(self.model, self.cfg.teacher):
+                targets.teacher_hidden = completion_hidden(self.model, teacher)
+        finally:
+            self.model.train(was_training)
 
     def token_loss(self, student_logits: torch.Tensor, sl: slice, targets: Targets, head) -> torch.Tensor:
         with torch.no_grad():

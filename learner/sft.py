@@ -20,8 +20,12 @@ class SFTObjective:
         self.cfg = cfg
         self.pad_id = pad_id
 
-    def targets(self, batch: list[EncodedExample], generator: torch.Generator | None = None) -> Targets:
+    def targets(self, batch: list[EncodedExample], generator: torch.Generator | None = None,
+                teacher: bool = True) -> Targets:
         return Targets([list(e.completion_ids) for e in batch], [0] * len(batch))
+
+    def add_teacher(self, batch: list[EncodedExample], targets: Targets) -> None:
+        pass  # no teacher
 
     def token_loss(self, student_logits: torch.Tensor, sl: slice, targets: Targets, head) -> torch.Tensor:
         return token_cross_entropy(student_logits, targets.completion_ids[:, sl])

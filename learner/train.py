@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from agent.prompt import PromptFormat
-from learner.batch import completion_hidden, pack, trained_mask
+from learner.batch import completion_hidden, pack, prefix_groups, trained_mask
 from learner.config import LearnConfig
 from learner.divergence import chunked_backward, sequence_weights
 from learner.examples import EncodedExample, Example, encode_example
@@ -91,37 +91,54 @@ def step_batches(step: int, plan: Plan, cfg: LearnConfig, rank: int, seed: int) 
 
 def micro_step(objective, wrapped, peft_model, batch: list[EncodedExample], n_sequences: int,
                cfg: LearnConfig, pad_id: int, generator=None,
-               backward: Callable | None = None) -> dict:
-    """Targets, student forward, chunked loss and backward for one micro-batch; returns sums."""
+               backward: Callable | None = None, no_sync: Callable | None = None) -> dict:
+    """Targets, then teacher pass, student forward, chunked loss and backward for one
+    micro-batch, one prefix group at a time (learner.batch.prefix_groups; one group unless the
+    batch mixes prompts). Gradients accumulate over the groups; `no_sync()` (DDP) wraps every
+    group's backward but the last, so one all-reduce is made per micro-batch. Returns sums."""
     t0 = time.perf_counter()
-    targets = objective.targets(batch, generator)
+    targets = objective.targets(batch, generator, teacher=False)  # SDFT: the rollouts, whole batch
     t1 = time.perf_counter()
-    packed = pack([e.prompt_ids for e in batch], targets.completions, pad_id, peft_model.device,
-                  cfg.min_shared_prefix)
-    targets.completion_ids = packed.completion_ids
-    mask = trained_mask(packed.completion_mask, targets.starts)
-    weights = sequence_weights(mask, n_sequences)
     head = peft_model.get_output_embeddings()
-    token_sum = torch.zeros((), device=packed.input_ids.device)
+    groups = prefix_groups([e.prompt_ids for e in batch], cfg.min_shared_prefix)
+    sums = {"loss": 0.0, "token_loss_sum": 0.0, "trained_tokens": 0, "completion_tokens": 0}
+    teacher_s = 0.0
+    for g, rows in enumerate(groups):
+        sub_batch = [batch[i] for i in rows]
+        sub = targets.select(rows) if len(groups) > 1 else targets
+        tg = time.perf_counter()
+        objective.add_teacher(sub_batch, sub)
+        teacher_s += time.perf_counter() - tg
+        packed = pack([e.prompt_ids for e in sub_batch], sub.completions, pad_id, peft_model.device,
+                      cfg.min_shared_prefix)
+        sub.completion_ids = packed.completion_ids
+        mask = trained_mask(packed.completion_mask, sub.starts)
+        weights = sequence_weights(mask, n_sequences)
+        token_sum = torch.zeros((), device=packed.input_ids.device)
 
-    def chunk_loss(logits, sl):
-        nonlocal token_sum
-        per_token = objective.token_loss(logits, sl, targets, head)
-        token_sum = token_sum + (per_token.detach() * mask[:, sl]).sum()
-        return (per_token * weights[:, sl]).sum()
+        def chunk_loss(logits, sl, sub=sub, mask=mask, weights=weights):
+            nonlocal token_sum
+            per_token = objective.token_loss(logits, sl, sub, head)
+            token_sum = token_sum + (per_token.detach() * mask[:, sl]).sum()
+            return (per_token * weights[:, sl]).sum()
 
-    wrapped.train()
-    hidden = completion_hidden(wrapped, packed)
-    loss = chunked_backward(hidden, head, chunk_loss, cfg.chunk_size, backward)
+        last = g == len(groups) - 1
+        with nullcontext() if last or no_sync is None else no_sync():
+            wrapped.train()
+            hidden = completion_hidden(wrapped, packed)
+            loss = chunked_backward(hidden, head, chunk_loss, cfg.chunk_size, backward)
+        sub.teacher_hidden = None  # free it before the next group
+        sums["loss"] += loss.item()
+        sums["token_loss_sum"] += token_sum.item()
+        sums["trained_tokens"] += int(mask.sum())
+        sums["completion_tokens"] += int(packed.completion_mask.sum())
     t2 = time.perf_counter()
     return {
-        "loss": loss.item(),
-        "token_loss_sum": token_sum.item(),
-        "trained_tokens": int(mask.sum()),
-        "completion_tokens": int(packed.completion_mask.sum()),
+        **sums,
         "sequences": len(batch),
-        "targets_s": t1 - t0,
-        "train_s": t2 - t1,
+        "prefix_groups": len(groups),
+        "targets_s": t1 - t0 + teacher_s,
+        "train_s": t2 - t1 - teacher_s,
         **targets.stats,
     }
 
@@ -176,7 +193,8 @@ def train(
             sync = j == len(micro) - 1
             with nullcontext() if sync else accelerator.no_sync(wrapped):
                 stats.append(micro_step(objective, wrapped, peft_model, [encoded[i] for i in idx],
-                                        cfg.batch_size * cfg.grad_accum, cfg, pad_id, generator, backward))
+                                        cfg.batch_size * cfg.grad_accum, cfg, pad_id, generator, backward,
+                                        no_sync=lambda: accelerator.no_sync(wrapped)))
         grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
         lr = scheduler.get_last_lr()[0]
         optimizer.step()

@@ -3,7 +3,13 @@
 import torch
 
 from agent.prompt import PromptFormat
-from learner.batch import MIN_SHARED_PREFIX, completion_hidden, pack, shared_prefix_len
+from learner.batch import (
+    MIN_SHARED_PREFIX,
+    completion_hidden,
+    pack,
+    prefix_groups,
+    shared_prefix_len,
+)
 from learner.config import LearnConfig
 from learner.divergence import token_cross_entropy
 from learner.lora import STUDENT, attach_lora
@@ -73,3 +79,46 @@ def test_rollouts_match_unshared(tiny_model, tiny_tokenizer):
     whole = sample(tiny_model, prompts, min_shared_prefix=None, **args)
     assert shared == whole
     assert shared[0][:2] == [11, 12] and shared[2][:1] == [13]
+
+
+def test_prefix_groups_split_a_mixed_batch_by_shared_prompt():
+    header = list(range(40))
+    skill_a, skill_b = header + [1] * 200, header + [2] * 200
+    prompts = [skill_a + [7], skill_b + [8], skill_a + [9, 9], skill_b + [10]]
+    assert prefix_groups(prompts) == [[0, 2], [1, 3]]
+    assert prefix_groups(prompts, None) == [[0, 1, 2, 3]]  # sharing off: the batch as given
+    assert prefix_groups(prompts[:1]) == [[0]]
+    assert prefix_groups([skill_a + [7], skill_a + [8]]) == [[0, 1]]
+    # nothing shared at all: every row on its own
+    assert prefix_groups([[1] * 50, [2] * 50, [3] * 50]) == [[0], [1], [2]]
+
+
+def test_gradient_checkpointing_keeps_the_shared_prefix(tiny_model, tiny_tokenizer):
+    """With checkpointing on, the rows still see the shared prefix (transformers would drop a
+    checkpointed layer's cache): hidden states and gradients equal the run without it."""
+    import copy
+
+    fmt, prompts = _prompts(tiny_tokenizer)
+    completions = [[40, 41, 42, fmt.end_of_turn_id], [50, 51], [60, 61, 62, 63, 64, 65]]
+
+    def run(checkpointing: bool):
+        model = copy.deepcopy(tiny_model).double()
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        pm = attach_lora(model, LearnConfig())
+        with torch.no_grad():
+            for name, p in pm.named_parameters():
+                if f".{STUDENT}." in name:
+                    p.normal_(0, 0.2, generator=torch.Generator().manual_seed(len(name)))
+        pm.train()
+        packed = pack(prompts, completions, tiny_tokenizer.pad_token_id)
+        assert len(packed.prefix_ids) > 100
+        h = completion_hidden(pm, packed)
+        ce = token_cross_entropy(pm.get_output_embeddings()(h), packed.completion_ids)
+        (ce * packed.completion_mask).sum().backward()
+        return h.detach(), torch.cat([p.grad.flatten() for p in pm.parameters() if p.grad is not None])
+
+    h0, g0 = run(False)
+    h1, g1 = run(True)
+    assert torch.allclose(h0, h1, atol=1e-10)
+    assert g0.abs().max() > 1e-3 and (g0 - g1).abs().max() < 1e-9 * g0.abs().max()

@@ -8,11 +8,19 @@ import torch
 
 from agent.prompt import PromptFormat
 from learner import teacher_templates
-from learner.batch import completion_hidden, pack
+from learner.batch import completion_hidden, pack, prefix_groups
 from learner.config import LearnConfig
 from learner.divergence import token_divergence
 from learner.examples import encode_example, examples_from_demonstrations
-from learner.lora import STUDENT, TEACHER, adapter_pairs, attach_lora, ema_update, teacher_context
+from learner.lora import (
+    STUDENT,
+    TEACHER,
+    adapter_pairs,
+    attach_lora,
+    ema_update,
+    merged_adapter,
+    teacher_context,
+)
 from learner.rollout import sample
 from learner.sdft import SDFTObjective
 from learner.sft import SFTObjective
@@ -239,3 +247,62 @@ def test_sdft_raises_the_students_logprob_of_the_demonstration(tiny_model, tiny_
     result = train(tiny_model, tiny_tokenizer, ex, cfg, progress=False)
     after = _demo_logp(result.model, enc, tiny_tokenizer)
     assert after > before + 0.1, (before, after)
+
+
+def test_merged_adapter_is_the_same_function_and_restores_the_weights(tiny_model, tiny_tokenizer):
+    fmt, cfg, enc, pm, obj = _setup(tiny_tokenizer, tiny_model, teacher="ema")
+    _randomise_student(pm, 0.3)  # the EMA teacher is still the initial copy: teacher ≠ student
+    ids = enc[0].prompt_ids
+    before = {n: p.detach().clone() for n, p in pm.named_parameters()}
+    student = _logits(pm, ids)
+    with teacher_context(pm, "ema"):
+        teacher = _logits(pm, ids)
+    assert not torch.allclose(student, teacher, atol=1e-3)
+    with merged_adapter(pm, STUDENT):
+        assert torch.allclose(_logits(pm, ids), student, atol=1e-5)
+    with merged_adapter(pm, TEACHER):
+        assert torch.allclose(_logits(pm, ids), teacher, atol=1e-5)
+    with pytest.raises(RuntimeError), merged_adapter(pm, STUDENT):
+        raise RuntimeError("interrupted mid-rollout")
+    for n, p in pm.named_parameters():  # bit for bit, adapters active again
+        assert torch.equal(p, before[n]), n
+    assert torch.equal(_logits(pm, ids), student)
+
+
+def test_merged_rollouts_sample_what_the_adapter_model_samples(tiny_model, tiny_tokenizer):
+    fmt, cfg, enc, pm, obj = _setup(tiny_tokenizer, tiny_model, temperature=0.0, max_new_tokens=8)
+    _randomise_student(pm, 0.3)
+    merged = obj.targets(enc, teacher=False).completions
+    obj.cfg = LearnConfig(temperature=0.0, max_new_tokens=8, merged_rollouts=False)
+    assert obj.targets(enc, teacher=False).completions == merged
+
+
+def test_mixed_batch_trains_group_by_group_with_the_whole_batch_gradient(tiny_model, tiny_tokenizer):
+    """Rows of two skills (different tools in the prompt) run as two prefix groups; the loss
+    and the gradient equal one pass over the whole batch without prefix sharing (float64)."""
+    fmt = PromptFormat(tiny_tokenizer)
+    other = {**TOOL, "name": "days_between", "description": "Count the days between two dates " * 4}
+    demos = [{**DEMOS[0], "id": i, "skill": "uv"[i % 2],
+              "messages": [{"role": "user", "content": f"Convert {i + 2} miles to km."}]} for i in range(4)]
+    examples = examples_from_demonstrations(demos, fmt, {"u": [TOOL], "v": [other]})
+    enc = [encode_example(e, fmt) for e in examples]
+    assert prefix_groups([e.prompt_ids for e in enc]) == [[0, 2], [1, 3]]
+    completions = [[40, 41, 42, 43, fmt.end_of_turn_id], [50, 51, 52, 53], [60, 61, 62, 63, 64, 65], [70, 71, 72, 73]]
+
+    def run(share: bool):
+        model = copy.deepcopy(tiny_model).double()
+        cfg = LearnConfig(max_new_tokens=10, share_prompt_prefix=share, skip_first=1)
+        pm = attach_lora(model, cfg)
+        _randomise_student(pm, 0.2)
+        obj = SDFTObjective(pm, cfg, {fmt.end_of_turn_id}, tiny_tokenizer.pad_token_id)
+        _fixed_rollouts(obj, completions)
+        stats = micro_step(obj, pm, pm, enc, 4, cfg, tiny_tokenizer.pad_token_id)
+        grads = torch.cat([p.grad.flatten() for n, p in pm.named_parameters() if p.grad is not None])
+        return stats, grads
+
+    grouped, g1 = run(True)
+    whole, g2 = run(False)
+    assert grouped["prefix_groups"] == 2 and whole["prefix_groups"] == 1
+    assert grouped["trained_tokens"] == whole["trained_tokens"] == sum(len(c) - 1 for c in completions)
+    assert abs(grouped["loss"] - whole["loss"]) < 1e-9 and grouped["loss"] > 0
+    assert g1.abs().max() > 0 and (g1 - g2).abs().max() < 1e-6 * g1.abs().max()
