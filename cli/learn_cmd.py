@@ -29,6 +29,10 @@ def learn(
     now: Annotated[bool, typer.Option("--now", help="Run one whole learning run: lease, train in a child process, merge, retention gate, promote or block.")] = False,
     min_new: Annotated[int, typer.Option(help="With --now: skip (recorded) when fewer new demonstrations than this.")] = 1,
     replay: Annotated[int, typer.Option(help="With --now: also rehearse this many already-learned demonstrations.")] = 0,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", metavar="FIELD=VALUE",
+        help="Any other learning setting (learner/config.py), e.g. --set teacher_template=previous_turn "
+             "--set sft_warmup_steps=3 --set gradient_checkpointing=true. Repeatable.")] = None,
     home: HomeOption = None,
 ):
     """Learn the demonstrations no run has used yet into a new candidate model version.
@@ -48,7 +52,7 @@ def learn(
         raise ValueError("--now and --dry-run exclude each other")
     cfg = _C(method=method, max_steps=max_steps, epochs=epochs, lr=lr, teacher=teacher,
                       divergence=divergence, batch_size=batch_size, grad_accum=grad_accum,
-                      max_new_tokens=max_new_tokens, seed=seed)
+                      max_new_tokens=max_new_tokens, seed=seed, **parse_settings(set_ or []))
     if now:
         from learner.run import learn_now
 
@@ -83,3 +87,24 @@ def learn(
         f"candidate [bold]{out.candidate}[/] written (not promoted); "
         f"`sdft-agent models use {out.candidate}` makes it the champion"
     )
+
+
+def parse_settings(pairs: list[str]) -> dict:
+    """FIELD=VALUE strings → LearnConfig keyword arguments, the value read as JSON where it is
+    JSON (numbers, true/false, lists) and as a string otherwise."""
+    import json
+    from dataclasses import fields
+
+    known = {f.name for f in fields(_C)}
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {pair!r}: expected FIELD=VALUE, e.g. --set skip_first=0")
+        if key not in known:
+            raise ValueError(f"--set {key}: no such learning setting; known: {', '.join(sorted(known))}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out

@@ -56,6 +56,7 @@ class LearnConfig:
     top_p: float = 1.0
     force_tool_prefix: bool = False  # tool-call demonstrations: rollout opens with "<tool_call>"
     teacher_rollout_fraction: float = 0.0  # λ: share of rollouts sampled from the teacher
+    sft_warmup_steps: int = 0  # first optimizer steps on the SFT loss (the EMA teacher follows)
 
     # ---- memory / speed (both methods) -----------------------------------------------------
     chunk_size: int = 16  # completion positions per full-vocabulary chunk in the loss
@@ -75,6 +76,7 @@ class LearnConfig:
             (0.0 < self.ema_alpha <= 1.0, "ema_alpha must be in (0, 1]"),
             (0.0 <= self.teacher_rollout_fraction <= 1.0, "teacher_rollout_fraction must be in [0, 1]"),
             (self.skip_first >= 0, "skip_first must be 0 or more"),
+            (self.sft_warmup_steps >= 0, "sft_warmup_steps must be 0 or more"),
             (self.max_new_tokens >= 1, "max_new_tokens must be at least 1"),
             (self.temperature >= 0.0, "temperature must be 0 (greedy) or more"),
             (0.0 < self.top_p <= 1.0, "top_p must be in (0, 1]"),

@@ -175,6 +175,8 @@ def train(
     # The scheduler stays unprepared: accelerate's wrapper would step it once per process.
     wrapped, optimizer = accelerator.prepare(peft_model, optimizer)
     objective = OBJECTIVES[cfg.method](peft_model, cfg, stop_ids, pad_id)
+    warmup = (SFTObjective(peft_model, cfg, stop_ids, pad_id)
+              if cfg.method == "sdft" and cfg.sft_warmup_steps > 0 else None)
     generator = torch.Generator(device=accelerator.device)
     generator.manual_seed(cfg.seed * 1_000_003 + accelerator.process_index + 1)
 
@@ -188,11 +190,12 @@ def train(
     for step in range(plan.total_steps):
         t0 = time.perf_counter()
         micro = step_batches(step, plan, cfg, accelerator.process_index, cfg.seed)
+        step_objective = warmup if warmup is not None and step < cfg.sft_warmup_steps else objective
         stats = []
         for j, idx in enumerate(micro):
             sync = j == len(micro) - 1
             with nullcontext() if sync else accelerator.no_sync(wrapped):
-                stats.append(micro_step(objective, wrapped, peft_model, [encoded[i] for i in idx],
+                stats.append(micro_step(step_objective, wrapped, peft_model, [encoded[i] for i in idx],
                                         cfg.batch_size * cfg.grad_accum, cfg, pad_id, generator, backward,
                                         no_sync=lambda: accelerator.no_sync(wrapped)))
         grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -200,7 +203,7 @@ def train(
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        objective.after_step()
+        objective.after_step()  # the EMA teacher follows the student through a warm-up too
         seconds = time.perf_counter() - t0
 
         keys = ["loss", "token_loss_sum", "trained_tokens", "completion_tokens", "sequences",
@@ -212,7 +215,7 @@ def train(
         metrics = {
             "step": step + 1,
             "loss": total["loss"] / world,
-            ("divergence" if cfg.method == "sdft" else "cross_entropy"): total["token_loss_sum"] / max(total["trained_tokens"], 1),
+            ("divergence" if step_objective.name == "sdft" else "cross_entropy"): total["token_loss_sum"] / max(total["trained_tokens"], 1),
             "grad_norm": float(grad_norm),
             "lr": lr,
             "completion_tokens": int(total["completion_tokens"]),
@@ -226,7 +229,7 @@ def train(
             metrics["teacher_rollouts"] = int(total["teacher_rollouts"])
         result.history.append(metrics)
         if accelerator.is_main_process:
-            key = "divergence" if cfg.method == "sdft" else "cross_entropy"
+            key = "divergence" if step_objective.name == "sdft" else "cross_entropy"
             bar.set_postfix(loss=f"{metrics['loss']:.4f}", **{key[:3]: f"{metrics[key]:.4f}"},
                             tok_s=f"{metrics['tokens_per_s']:.0f}")
             bar.update(1)
@@ -242,7 +245,7 @@ def summarize(history: list[dict], seconds: float) -> dict:
     if not history:
         return {"steps": 0}
     tokens = sum(h["completion_tokens"] for h in history)
-    key = "divergence" if "divergence" in history[0] else "cross_entropy"
+    key = "divergence" if "divergence" in history[-1] else "cross_entropy"
     return {
         "steps": len(history),
         "loss_first": history[0]["loss"],

@@ -67,3 +67,15 @@ def test_bad_option_is_one_clear_line(tiny_home):
     result = runner.invoke(app, ["learn", "--teacher", "oracle", "--home", str(tiny_home)])
     assert result.exit_code == 1
     assert "teacher must be one of ema, base, live" in result.output and "Traceback" not in result.output
+
+
+def test_set_reaches_the_config_and_bad_fields_are_named(tiny_home):
+    assert learn_cmd.parse_settings(["skip_first=0", "teacher_template=previous_turn", "force_tool_prefix=true"]) == {
+        "skip_first": 0, "teacher_template": "previous_turn", "force_tool_prefix": True}
+    mem, ids = _teach(tiny_home)
+    result = runner.invoke(app, ["learn", "--dry-run", "--set", "skip_frist=0", "--home", str(tiny_home)])
+    assert result.exit_code == 1 and "no such learning setting" in result.output and "skip_first" in result.output
+    result = runner.invoke(app, ["learn", "--dry-run", "--set", "skip_first", "--home", str(tiny_home)])
+    assert result.exit_code == 1 and "expected FIELD=VALUE" in result.output
+    result = runner.invoke(app, ["learn", "--dry-run", "--set", "skip_first=-1", "--home", str(tiny_home)])
+    assert result.exit_code == 1 and "skip_first must be 0 or more" in result.output

@@ -306,3 +306,14 @@ def test_mixed_batch_trains_group_by_group_with_the_whole_batch_gradient(tiny_mo
     assert grouped["trained_tokens"] == whole["trained_tokens"] == sum(len(c) - 1 for c in completions)
     assert abs(grouped["loss"] - whole["loss"]) < 1e-9 and grouped["loss"] > 0
     assert g1.abs().max() > 0 and (g1 - g2).abs().max() < 1e-6 * g1.abs().max()
+
+
+def test_sft_warmup_steps_then_sdft(tiny_model, tiny_tokenizer):
+    fmt = PromptFormat(tiny_tokenizer)
+    cfg = LearnConfig(max_steps=3, batch_size=2, max_new_tokens=6, sft_warmup_steps=2)
+    result = train(tiny_model, tiny_tokenizer, examples_from_demonstrations(DEMOS, fmt), cfg, progress=False)
+    phases = ["cross_entropy" in h and "divergence" not in h for h in result.history]
+    assert phases == [True, True, False]
+    assert "divergence_last" in result.summary
+    with pytest.raises(ValueError, match="sft_warmup_steps"):
+        LearnConfig(sft_warmup_steps=-1)
