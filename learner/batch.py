@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
-MIN_SHARED_PREFIX = 32
+from agent.decode import MIN_SHARED_PREFIX, cache_kwarg, positions, prefill, shared_prefix_len
 
 
 @dataclass
@@ -38,19 +38,6 @@ class Packed:
     completion_ids: torch.Tensor  # [B, C], padding = pad id
     completion_mask: torch.Tensor  # [B, C] bool, real completion tokens
     prefix_ids: list[int] = field(default_factory=list)  # K shared leading prompt tokens
-
-
-def positions(attention_mask: torch.Tensor) -> torch.Tensor:
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
-def shared_prefix_len(prompts: list[list[int]], minimum: int = MIN_SHARED_PREFIX) -> int:
-    """Tokens every prompt starts with, leaving each at least one of its own (0 when fewer
-    than `minimum`, or for a single prompt)."""
-    if len(prompts) < 2:
-        return 0
-    k = min(len(os.path.commonprefix(prompts)), min(len(p) for p in prompts) - 1)
-    return k if k >= minimum else 0
 
 
 def prefix_groups(prompts: list[list[int]], minimum: int | None = MIN_SHARED_PREFIX) -> list[list[int]]:
@@ -111,15 +98,6 @@ def trained_mask(completion_mask: torch.Tensor, starts: list[int]) -> torch.Tens
     return completion_mask & (idx.unsqueeze(0) >= start)
 
 
-def cache_kwarg(model) -> str:
-    """transformers ≥ 5.? names the cache argument `cache`; earlier 5.x `past_key_values`."""
-    import inspect
-
-    model = getattr(model, "module", model)  # DDP
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
-
-
 class PrefixCache(DynamicCache):
     """A shared prefix's keys/values. While `frozen`, every call reads it and none extends it:
     `update` returns prefix + the new keys/values without storing them, so a layer that gradient
@@ -138,10 +116,8 @@ def prefix_cache(model, prefix: list[int], rows: int, config, device, frozen: bo
     """Keys/values of `prefix`, computed once and repeated for `rows` rows (differentiable).
     `frozen`: read-only afterwards (a training pass), else it grows (decoding)."""
     cache = PrefixCache(config=config)
-    ids = torch.tensor([prefix], device=device)
     with _checkpointing_paused(model):  # the prefix pass is not re-run in backward: its cache grows
-        model(input_ids=ids, position_ids=torch.arange(len(prefix), device=device).unsqueeze(0),
-              use_cache=True, logits_to_keep=1, **{cache_kwarg(model): cache})
+        prefill(model, prefix, cache)
     cache.batch_repeat_interleave(rows)
     cache.frozen = frozen
     return cache

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from agent.decode import decode
 from learner.batch import completion_hidden, pack
 from learner.divergence import token_divergence
 from learner.examples import EncodedExample
@@ -28,7 +29,6 @@ from learner.lora import (
     merged_adapter,
     teacher_context,
 )
-from learner.rollout import sample
 
 
 @dataclass
@@ -71,7 +71,7 @@ class SDFTObjective:
             if not rows:
                 continue
             with self._sampling_weights(teacher_rows):
-                got = sample(
+                got = decode(
                     self.model,
                     [batch[i].teacher_prompt_ids if teacher_rows else batch[i].prompt_ids for i in rows],
                     forced=[batch[i].forced_ids for i in rows],

@@ -1,7 +1,10 @@
 """Batches that share a prompt prefix run it once; the result equals running every row whole."""
 
+from functools import partial
+
 import torch
 
+from agent.decode import decode
 from agent.prompt import PromptFormat
 from learner.batch import (
     MIN_SHARED_PREFIX,
@@ -13,7 +16,8 @@ from learner.batch import (
 from learner.config import LearnConfig
 from learner.divergence import token_cross_entropy
 from learner.lora import STUDENT, attach_lora
-from learner.rollout import sample
+
+sample = partial(decode, temperature=1.0)  # the rollouts' setting; greedy where a test says 0
 
 TOOLS = [{"name": "convert_units", "description": "Convert a value between units",
           "parameters": {"type": "object", "properties": {"value": {"type": "number"}}, "required": ["value"]}}]

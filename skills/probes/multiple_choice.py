@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
+from agent.decode import cache_kwarg
 from skills.evaluate import SuiteResult
-from skills.generation import cache_kwarg
 
 
 def arc_item(d: dict, i: int) -> dict:

@@ -1,10 +1,14 @@
 """Rollouts: batched, left-padded sampling that matches unbatched generation, stops each row at
 its end of turn and spends no compute on finished rows."""
 
+from functools import partial
+
 import torch
 
+from agent.decode import decode, sample_next
 from agent.prompt import PromptFormat
-from learner.rollout import sample, sample_next
+
+sample = partial(decode, temperature=1.0)  # the rollouts' setting; greedy where a test says 0
 
 PROMPTS = [[{"role": "user", "content": "Convert 5 miles to kilometers."}],
            [{"role": "system", "content": "You can use these tools."},
