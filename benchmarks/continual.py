@@ -135,7 +135,13 @@ def plot(result: dict, path: Path) -> None:
 
     methods = list(result["methods"])
     skills = result["skills"]
-    fig, axes = plt.subplots(1, len(methods) + 1, figsize=(5 * (len(methods) + 1), 4))
+    panels = len(methods) + 1
+    cols = min(3, panels)
+    rows_n = -(-panels // cols)
+    fig, grid = plt.subplots(rows_n, cols, figsize=(5.5 * cols, 4.2 * rows_n), squeeze=False)
+    axes = list(grid.flat)
+    for ax in axes[panels:]:
+        ax.axis("off")
     for ax, m in zip(axes, methods, strict=False):
         mat = result["methods"][m]["matrix"]
         ax.imshow(mat, vmin=0, vmax=1, cmap="viridis")
@@ -145,8 +151,8 @@ def plot(result: dict, path: Path) -> None:
             for j, v in enumerate(row):
                 ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", color="w" if v < 0.6 else "k")
         b = result["methods"][m]["bwt"]
-        ax.set_title(f"{m.upper()}: accuracy % (BWT {'n/a' if b is None else round(100 * b, 1)})")
-    ax = axes[-1]
+        ax.set_title(f"{m}: accuracy % (BWT {'n/a' if b is None else round(100 * b, 1)})", fontsize=9)
+    ax = axes[len(methods)]
     probe_names = list(result["base_row"]["probes"])
     for m in methods:
         rows = [result["base_row"]] + result["methods"][m]["rows"]
@@ -189,7 +195,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "continual"))
     ap.add_argument("--work", default="/tmp/sdft-continual")
     ap.add_argument("--skills", default="unit_convert,catalog,bfcl:Events_3_FindEvents")
-    ap.add_argument("--methods", default="sft,sdft")
+    ap.add_argument("--methods", default="sft,sdft", help="sft,sdft; none: only merge the --reuse files")
     ap.add_argument("--eval-n", type=int, default=20)
     ap.add_argument("--train-n", type=int, default=32)
     ap.add_argument("--probe-n", type=int, default=100)
@@ -200,9 +206,9 @@ def main() -> None:
                     help="LearnConfig field for both methods, e.g. --set max_steps=16 --set lr=2e-4")
     ap.add_argument("--sdft-set", action="append", default=[], metavar="FIELD=VALUE", help="LearnConfig field for SDFT only")
     ap.add_argument("--label", default=None,
-                    help="name of this run's SDFT variant in the results (default: sdft), e.g. sdft[forced+prev]")
+                    help="name of this run's variant in the results (one method only), e.g. sdft+sft_warmup3")
     ap.add_argument("--reuse", action="append", default=[], metavar="JSON",
-                    help="an earlier continual.json with the same skills, eval and --set: its base row, teacher "
+                    help="an earlier continual.json with the same skills and eval sets: its base row, teacher "
                          "signal and method rows are kept, not recomputed (repeatable)")
     args = ap.parse_args()
 
@@ -228,18 +234,23 @@ def main() -> None:
     log(f"skills {skills}; {[len(p.demonstrations) for p in packs]} demonstrations, {[len(p.eval) for p in packs]} eval cases")
     reused = [json.loads(Path(f).read_text()) for f in args.reuse]
     for f, r in zip(args.reuse, reused, strict=True):
-        same = {k: (r["args"][k], vars(args)[k]) for k in ("skills", "eval_n", "train_n", "probe_n", "set")
+        same = {k: (r["args"][k], vars(args)[k]) for k in ("skills", "eval_n", "train_n", "probe_n")
                 if r["args"][k] != vars(args)[k]}
         if same:
             sys.exit(f"--reuse {f}: not the same experiment ({same}); rerun without --reuse")
-    methods = args.methods.split(",")
-    labels = {m: (args.label or m) if m == "sdft" else m for m in methods}
+    methods = [m for m in args.methods.split(",") if m and m != "none"]  # none: only merge --reuse files
+    if not methods and not reused:
+        sys.exit("nothing to do: --methods none needs --reuse files to merge")
+    if args.label and len(methods) != 1:
+        sys.exit("--label names the one method of this run: give --methods sft or --methods sdft with it")
+    labels = {m: args.label or m for m in methods}
     homes = {m: make_home(work / m, base_folder, packs) for m in methods}
     from agent.loading import load_folder
 
-    base_model, base_tok = load_folder(base_folder)
-    set_reference(probes, base_model, base_tok, "base")
-    del base_model
+    if methods:  # the drift probe compares against the base model
+        base_model, base_tok = load_folder(base_folder)
+        set_reference(probes, base_model, base_tok, "base")
+        del base_model
     if reused:
         signal, base_row = reused[0]["signal"], reused[0]["base_row"]
         log("base row and teacher signal reused from " + args.reuse[0])

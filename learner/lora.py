@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -45,7 +46,9 @@ def attach_lora(model, cfg, teacher_adapter: bool | None = None) -> PeftModel:
     if teacher_adapter is None:
         teacher_adapter = cfg.method == "sdft" and cfg.teacher == "ema"
     config = lora_config(cfg)
-    peft_model = get_peft_model(model, config, adapter_name=STUDENT)
+    with warnings.catch_warnings():  # peft 0.21 asks transformers 5 a deprecated property
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        peft_model = get_peft_model(model, config, adapter_name=STUDENT)
     if teacher_adapter:
         peft_model.add_adapter(TEACHER, lora_config(cfg))
         with torch.no_grad():
