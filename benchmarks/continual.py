@@ -170,7 +170,7 @@ def markdown(result: dict) -> str:
     lines = []
     for m, r in result["methods"].items():
         b = "n/a" if r["bwt"] is None else f"{100 * r['bwt']:+.1f} points"
-        lines.append(f"**{m.upper()}** (BWT {b}, train {sum(x['train_s'] for x in r['rows']):.0f} s)\n")
+        lines.append(f"**{m}** (BWT {b}, train {sum(x['train_s'] for x in r['rows']):.0f} s)\n")
         probes = list(result["base_row"]["probes"])
         lines.append("| after | " + " | ".join(skills) + " | " + " | ".join(probes) + " |")
         lines.append("|---" * (1 + len(skills) + len(probes)) + "|")

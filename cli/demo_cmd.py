@@ -1,7 +1,7 @@
 """`sdft-agent demo`: the whole learn-a-tool loop on the default model, seeded, in minutes.
 
     add a skill → accuracy with nothing in context → the agent solves tasks with recalled
-    demonstrations, successes logged → SDFT learning run → retention gate → promote or block →
+    demonstrations, successes logged → learning run (the shipped method) → retention gate → promote or block →
     accuracy with nothing in context again, probes before/after, the report
 """
 
@@ -21,7 +21,8 @@ def demo(
     skill: Annotated[str, typer.Option(help="Bundled skill to teach (unit_convert, date_math, catalog).")] = "unit_convert",
     eval_n: Annotated[int, typer.Option(help="Held-out cases to measure on (fewer is faster).")] = 16,
     tasks: Annotated[int, typer.Option(help="Questions the agent answers with recall before learning.")] = 6,
-    max_steps: Annotated[int, typer.Option(help="SDFT optimizer steps.")] = 12,
+    max_steps: Annotated[int, typer.Option(help="Optimizer steps of the learning run.")] = 12,
+    method: Annotated[str, typer.Option(help="Learning method: sft (the shipped default, see the README's experiment) or sdft.")] = "",
     probe_limit: Annotated[int, typer.Option(help="Items per general probe set in the gate.")] = 30,
     preset: Annotated[str, typer.Option(help="Base model preset.")] = "smollm2-135m",
     seed: Annotated[int, typer.Option(help="Seed for sampling, task choice and training.")] = 0,
@@ -38,7 +39,7 @@ def demo(
 
     from agent.loading import load
     from cli.agent_cmd import build_agent
-    from learner.config import LearnConfig
+    from learner.config import SHIPPED, shipped_config
     from learner.gate import GateConfig
     from learner.run import learn_now
     from memory.models import ModelStore
@@ -88,8 +89,9 @@ def demo(
         console.print(f"   {'[green]✓[/]' if ok else '[red]✗[/]'} {question!r}")
     console.print(f"   {solved}/{tasks} solved with recall")
 
-    step(f"5. learning run: SDFT, {max_steps} steps, then the retention gate")
-    cfg = LearnConfig(method="sdft", max_steps=max_steps, max_new_tokens=48, seed=seed)
+    method = method or SHIPPED["method"]
+    step(f"5. learning run: {method.upper()}, {max_steps} steps, then the retention gate")
+    cfg = shipped_config(method=method, max_steps=max_steps, max_new_tokens=48, seed=seed)
     gate = GateConfig(probe_limit=probe_limit)
     result = learn_now(store.home, cfg, skill=skill, gate_config=gate,
                        log=lambda m: console.print(f"   {m}"))

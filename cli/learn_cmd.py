@@ -8,16 +8,17 @@ from typing import Annotated
 import typer
 
 from cli.common import HomeOption, console, friendly_errors
+from learner.config import SHIPPED
 from learner.config import LearnConfig as _C  # defaults come from the one config dataclass
 
 
 @friendly_errors
 def learn(
-    method: Annotated[str, typer.Option(help="sdft (self-distillation, the default) or sft (the baseline).")] = "sdft",
+    method: Annotated[str, typer.Option(help="sft (the shipped default, chosen by measurement: see the README) or sdft (self-distillation).")] = SHIPPED["method"],
     skill: Annotated[str | None, typer.Option(help="Learn only this skill's demonstrations (default: all new ones).")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (overrides --epochs).")] = None,
     epochs: Annotated[int, typer.Option(help="Passes over the demonstrations.")] = _C.epochs,
-    lr: Annotated[float, typer.Option(help="Learning rate (AdamW, cosine schedule with warmup).")] = _C.lr,
+    lr: Annotated[float, typer.Option(help="Learning rate (AdamW, cosine schedule with warmup).")] = SHIPPED["lr"],
     teacher: Annotated[str, typer.Option(help="SDFT teacher: ema (EMA of the student), base (adapter off) or live.")] = _C.teacher,
     divergence: Annotated[str, typer.Option(help="SDFT loss: forward KL(teacher‖student), reverse, or jsd.")] = _C.divergence,
     batch_size: Annotated[int, typer.Option(help="Prompts per micro-batch.")] = _C.batch_size,

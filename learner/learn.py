@@ -18,7 +18,7 @@ from accelerate import Accelerator
 
 from agent.loading import load
 from agent.prompt import PromptFormat
-from learner.config import LearnConfig
+from learner.config import LearnConfig, shipped_config
 from learner.examples import examples_from_demonstrations
 from learner.lora import adapter_state, lora_config
 from learner.merge import save_candidate
@@ -61,7 +61,7 @@ def learn_candidate(
     a seeded sample of this many already-learned demonstrations (of any skill), so a run
     rehearses older skills; only the new ones are marked used.
     """
-    cfg = cfg or LearnConfig()
+    cfg = cfg or shipped_config()
     with Memory(home) as memory:
         return _learn(memory, ModelStore(home, quiet=True), cfg, skill, version, limit, dry_run,
                       progress, accelerator, run_id, replay)

@@ -124,9 +124,9 @@ def learn_now(
     log: Callable[[str], None] = lambda _: None,
 ) -> RunResult:
     """Run one learning run if there is enough to learn and no other run holds the lease."""
-    from learner.config import LearnConfig
+    from learner.config import shipped_config
 
-    cfg = cfg or LearnConfig()
+    cfg = cfg or shipped_config()
     memory = Memory(home)
     try:
         lease = acquire(memory.db, ttl=LEASE_TTL_S)

@@ -79,3 +79,17 @@ def test_set_reaches_the_config_and_bad_fields_are_named(tiny_home):
     assert result.exit_code == 1 and "expected FIELD=VALUE" in result.output
     result = runner.invoke(app, ["learn", "--dry-run", "--set", "skip_first=-1", "--home", str(tiny_home)])
     assert result.exit_code == 1 and "skip_first must be 0 or more" in result.output
+
+
+def test_default_is_the_shipped_recipe(tiny_home):
+    from learner.config import SHIPPED, LearnConfig, shipped_config
+
+    _teach(tiny_home)
+    result = runner.invoke(app, ["learn", "--dry-run", "--home", str(tiny_home)])
+    assert result.exit_code == 0 and f"{SHIPPED['method']}: 3 demonstration(s)" in result.output
+    assert SHIPPED['method'] == 'sdft' or 'sdft: 3' not in result.output
+    result = runner.invoke(app, ["learn", "--dry-run", "--method", "sdft", "--home", str(tiny_home)])
+    assert result.exit_code == 0 and "sdft: 3 demonstration(s)" in result.output
+    cfg = shipped_config(max_steps=3)
+    assert (cfg.method, cfg.lr, cfg.max_steps) == (SHIPPED["method"], SHIPPED["lr"], 3)
+    assert cfg.teacher == LearnConfig().teacher  # everything else is the paper's
