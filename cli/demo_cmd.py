@@ -28,7 +28,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed for sampling, task choice and training.")] = 0,
     home: HomeOption = None,
 ):
-    """Run the learn-a-tool loop end to end and print a before/after table (about 10 minutes on
+    """Run the learn-a-tool loop end to end and print a before/after table (about 4 minutes on
     a 2-core CPU). Use a fresh --home to start from the base model.
 
     Example: sdft-agent demo --home /tmp/sdft-demo

@@ -22,7 +22,7 @@ def check(
     candidate: Annotated[str, typer.Option("--candidate", help="The version to gate, e.g. v0003.")],
     skill: Annotated[str | None, typer.Option("--skill", help="The skill the candidate learned: it must improve.")] = None,
     tolerance: Annotated[float, typer.Option(help="Largest accuracy drop (points) that never blocks.")] = 2.0,
-    drift_tolerance: Annotated[float, typer.Option(help="Largest drift increase (nats/token) that never blocks.")] = 0.1,
+    drift_tolerance: Annotated[float, typer.Option(help="Largest drift increase (nats/token) that never blocks (GateConfig.drift_tolerance).")] = 1.0,
     alpha: Annotated[float, typer.Option(help="Significance level of the paired test.")] = 0.05,
     min_gain: Annotated[float, typer.Option(help="Points the new skill must gain, at least (strictly more).")] = 0.0,
     probes: Annotated[list[Path] | None, typer.Option("--probes", help="Extra JSONL probe set (repeatable).", exists=True, dir_okay=False)] = None,

@@ -5,7 +5,7 @@ skill in memory on its held-out cases (no demonstrations in context), the skill 
 and the general probes (skills.probes). Then, per suite, paired on case ids:
 
 - a suite *regresses* when the candidate is worse by more than the suite's tolerance (default
-  2 points of accuracy; 0.1 nats/token of drift) AND the paired test says the drop is not noise
+  2 points of accuracy; 1.0 nats/token of drift) AND the paired test says the drop is not noise
   (one-sided exact McNemar on the discordant cases, p < alpha; for drift, the sign test on the
   per-conversation KL differences). On a small suite a few flipped cases are not significant, so
   noise does not block; a real drop is both large and consistent, so it does.
@@ -35,7 +35,10 @@ PROMOTE, BLOCK = "promote", "block"
 @dataclass
 class GateConfig:
     tolerance: float = 0.02  # accuracy suites: a drop up to this (fraction) never blocks
-    drift_tolerance: float = 0.1  # drift: an increase up to this (nats/token) never blocks
+    # drift: an increase up to this (nats/token) never blocks. Drift measures how far the
+    # output distribution moved, not an ability: learning runs that left every ability probe
+    # unchanged moved it 0.2-0.5 (benchmarks/results), so only a gross shift should block.
+    drift_tolerance: float = 1.0
     tolerances: dict[str, float] = field(default_factory=dict)  # per-suite overrides
     alpha: float = 0.05  # significance level of the one-sided paired test
     min_gain: float = 0.0  # the new skill must beat the champion by more than this

@@ -46,9 +46,7 @@ def attach_lora(model, cfg, teacher_adapter: bool | None = None) -> PeftModel:
     if teacher_adapter is None:
         teacher_adapter = cfg.method == "sdft" and cfg.teacher == "ema"
     config = lora_config(cfg)
-    with warnings.catch_warnings():  # peft 0.21 asks transformers 5 a deprecated property
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        peft_model = get_peft_model(model, config, adapter_name=STUDENT)
+    peft_model = _wrap(model, config)
     if teacher_adapter:
         peft_model.add_adapter(TEACHER, lora_config(cfg))
         with torch.no_grad():
@@ -58,6 +56,12 @@ def attach_lora(model, cfg, teacher_adapter: bool | None = None) -> PeftModel:
     for name, p in peft_model.named_parameters():
         p.requires_grad_(f".{STUDENT}." in name)
     return peft_model
+
+
+def _wrap(model, config: LoraConfig) -> PeftModel:
+    with warnings.catch_warnings():  # peft 0.21 asks transformers 5 a deprecated property
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, config, adapter_name=STUDENT)
 
 
 def adapter_pairs(peft_model) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -146,7 +150,7 @@ def merge_lora(base_model, state: dict[str, torch.Tensor], config: LoraConfig):
     """The base model with the adapter folded into its weights, in float32 (merging in bf16
     drifts). `base_model` is consumed."""
     base_model = base_model.float()
-    peft_model = get_peft_model(base_model, config, adapter_name=STUDENT)
+    peft_model = _wrap(base_model, config)
     result = set_peft_model_state_dict(peft_model, state, adapter_name=STUDENT)
     missing = [k for k in result.missing_keys if "lora_" in k]
     if missing or result.unexpected_keys:
