@@ -112,9 +112,9 @@ class LearnConfig:
 # What the product runs when nobody says otherwise: `sdft-agent learn`, the nightly job, the
 # demo. Chosen by measurement, not by the paper (benchmarks/results/README.md, "SDFT vs SFT"):
 # on SmolLM2-135M, SFT at lr 1e-3 learned each of three tools (0 → 50% in 10 steps) with the
-# general probes unchanged within noise; SDFT learned none of them in the same budget, in any of
-# the seven variants tried, because the student's own rollouts never open a tool call and the
-# teacher, reading them, does not either. SDFT stays one option away (method="sdft").
+# general probes unchanged within noise; SDFT learned none of them (five variants at 10 steps,
+# two at 30), because the student's own rollouts never open a tool call and the teacher,
+# reading them, does not either. SDFT stays one option away (method="sdft").
 SHIPPED = {"method": "sft", "lr": 1e-3}
 
 
