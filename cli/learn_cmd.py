@@ -53,7 +53,7 @@ def learn(
         raise ValueError("--now and --dry-run exclude each other")
     cfg = _C(method=method, max_steps=max_steps, epochs=epochs, lr=lr, teacher=teacher,
                       divergence=divergence, batch_size=batch_size, grad_accum=grad_accum,
-                      max_new_tokens=max_new_tokens, seed=seed, **parse_settings(set_ or []))
+                      max_new_tokens=max_new_tokens, seed=seed, **parse_settings(set_ or [], OWN_OPTIONS))
     if now:
         from learner.run import learn_now
 
@@ -90,9 +90,14 @@ def learn(
     )
 
 
-def parse_settings(pairs: list[str]) -> dict:
+OWN_OPTIONS = ("method", "max_steps", "epochs", "lr", "teacher", "divergence", "batch_size", "grad_accum",
+               "max_new_tokens", "seed")
+
+
+def parse_settings(pairs: list[str], own_options: tuple[str, ...] = ()) -> dict:
     """FIELD=VALUE strings → LearnConfig keyword arguments, the value read as JSON where it is
-    JSON (numbers, true/false, lists) and as a string otherwise."""
+    JSON (numbers, true/false, lists) and as a string otherwise. Fields in `own_options` have
+    their own command-line option and are refused here."""
     import json
     from dataclasses import fields
 
@@ -104,6 +109,8 @@ def parse_settings(pairs: list[str]) -> dict:
             raise ValueError(f"--set {pair!r}: expected FIELD=VALUE, e.g. --set skip_first=0")
         if key not in known:
             raise ValueError(f"--set {key}: no such learning setting; known: {', '.join(sorted(known))}")
+        if key in own_options:
+            raise ValueError(f"--set {key}: use --{key.replace('_', '-')} instead")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
