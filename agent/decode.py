@@ -33,12 +33,19 @@ def cache_kwarg(model) -> str:
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
+def common_prefix(prompts: list[list[int]]) -> int:
+    """Length of the longest prefix every prompt shares, leaving each at least one own token."""
+    if not prompts:
+        return 0
+    return max(min(len(os.path.commonprefix(prompts)), min(len(p) for p in prompts) - 1), 0)
+
+
 def shared_prefix_len(prompts: list[list[int]], minimum: int = MIN_SHARED_PREFIX) -> int:
-    """Tokens every prompt starts with, leaving each at least one of its own (0 when fewer
-    than `minimum`, or for a single prompt)."""
+    """`common_prefix`, but 0 when shorter than `minimum` or for a single prompt (nothing to
+    share it with)."""
     if len(prompts) < 2:
         return 0
-    k = min(len(os.path.commonprefix(prompts)), min(len(p) for p in prompts) - 1)
+    k = common_prefix(prompts)
     return k if k >= minimum else 0
 
 

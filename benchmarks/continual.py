@@ -30,7 +30,7 @@ SHARED = ROOT.parent / "shared" / "data" / "retention"
 
 from agent.loading import load  # noqa: E402
 from agent.prompt import PromptFormat  # noqa: E402
-from learner.config import LearnConfig  # noqa: E402
+from learner.config import LearnConfig, parse_settings  # noqa: E402
 from learner.examples import assistant_message, make_example  # noqa: E402
 from learner.learn import learn_candidate  # noqa: E402
 from learner.signal import teacher_signal  # noqa: E402
@@ -212,14 +212,7 @@ def main() -> None:
                          "signal and method rows are kept, not recomputed (repeatable)")
     args = ap.parse_args()
 
-    def fields(pairs):
-        out = {}
-        for p in pairs:
-            k, v = p.split("=", 1)
-            out[k] = json.loads(v) if v not in ("paper", "previous_turn", "ema", "base", "live", "forward", "reverse", "jsd") else v
-        return out
-
-    common, sdft_only = fields(args.set), fields(args.sdft_set)
+    common, sdft_only = parse_settings(args.set), parse_settings(args.sdft_set)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(args.work)

@@ -8,8 +8,12 @@ from typing import Annotated
 import typer
 
 from cli.common import HomeOption, console, friendly_errors
-from learner.config import SHIPPED
+from learner.config import SHIPPED, parse_settings
 from learner.config import LearnConfig as _C  # defaults come from the one config dataclass
+
+# the settings `learn` has its own option for; `--set` refuses them
+OWN_OPTIONS = ("method", "max_steps", "epochs", "lr", "teacher", "divergence", "batch_size", "grad_accum",
+               "max_new_tokens", "seed")
 
 
 @friendly_errors
@@ -89,30 +93,3 @@ def learn(
         f"`sdft-agent models use {out.candidate}` makes it the champion"
     )
 
-
-OWN_OPTIONS = ("method", "max_steps", "epochs", "lr", "teacher", "divergence", "batch_size", "grad_accum",
-               "max_new_tokens", "seed")
-
-
-def parse_settings(pairs: list[str], own_options: tuple[str, ...] = ()) -> dict:
-    """FIELD=VALUE strings → LearnConfig keyword arguments, the value read as JSON where it is
-    JSON (numbers, true/false, lists) and as a string otherwise. Fields in `own_options` have
-    their own command-line option and are refused here."""
-    import json
-    from dataclasses import fields
-
-    known = {f.name for f in fields(_C)}
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set {pair!r}: expected FIELD=VALUE, e.g. --set skip_first=0")
-        if key not in known:
-            raise ValueError(f"--set {key}: no such learning setting; known: {', '.join(sorted(known))}")
-        if key in own_options:
-            raise ValueError(f"--set {key}: use --{key.replace('_', '-')} instead")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out

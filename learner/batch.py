@@ -112,14 +112,15 @@ class PrefixCache(DynamicCache):
         return torch.cat([layer.keys, key_states], dim=-2), torch.cat([layer.values, value_states], dim=-2)
 
 
-def prefix_cache(model, prefix: list[int], rows: int, config, device, frozen: bool = False) -> DynamicCache:
-    """Keys/values of `prefix`, computed once and repeated for `rows` rows (differentiable).
-    `frozen`: read-only afterwards (a training pass), else it grows (decoding)."""
-    cache = PrefixCache(config=config)
+def prefix_cache(model, prefix: list[int], rows: int) -> PrefixCache:
+    """Keys/values of `prefix`, computed once (differentiably), repeated for `rows` rows, then
+    frozen: the training pass reads it without extending it."""
+    inner = getattr(model, "module", model)  # the config lives on the unwrapped model
+    cache = PrefixCache(config=inner.config)
     with _checkpointing_paused(model):  # the prefix pass is not re-run in backward: its cache grows
         prefill(model, prefix, cache)
     cache.batch_repeat_interleave(rows)
-    cache.frozen = frozen
+    cache.frozen = True
     return cache
 
 
@@ -161,9 +162,7 @@ def completion_hidden(model, packed: Packed) -> torch.Tensor:
     on (the shared prefix's activations are then kept, the rows' recomputed)."""
     extra = {}
     if packed.prefix_ids:
-        inner = getattr(model, "module", model)  # the config lives on the unwrapped model
-        extra = {cache_kwarg(model): prefix_cache(model, packed.prefix_ids, packed.input_ids.shape[0],
-                                                  inner.config, packed.input_ids.device, frozen=True)}
+        extra = {cache_kwarg(model): prefix_cache(model, packed.prefix_ids, packed.input_ids.shape[0])}
     with _checkpointing_with_cache(model) if extra else contextlib.nullcontext():
         out = model(
             input_ids=packed.input_ids,

@@ -109,6 +109,29 @@ class LearnConfig:
         return cls(**d)
 
 
+def parse_settings(pairs: list[str], own_options: tuple[str, ...] = ()) -> dict:
+    """FIELD=VALUE strings (`--set` on the command line) → LearnConfig keyword arguments, the
+    value read as JSON where it is JSON (numbers, true/false, lists) and as a string otherwise.
+    Fields in `own_options` have their own command-line option and are refused here."""
+    import json
+
+    known = {f.name for f in fields(LearnConfig)}
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {pair!r}: expected FIELD=VALUE, e.g. --set skip_first=0")
+        if key not in known:
+            raise ValueError(f"--set {key}: no such learning setting; known: {', '.join(sorted(known))}")
+        if key in own_options:
+            raise ValueError(f"--set {key}: use --{key.replace('_', '-')} instead")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
 # What the product runs when nobody says otherwise: `sdft-agent learn`, the nightly job, the
 # demo. Chosen by measurement, not by the paper (benchmarks/results/README.md, "SDFT vs SFT"):
 # on SmolLM2-135M, SFT at lr 1e-3 learned each of three tools (0 → 50% in 10 steps) with the

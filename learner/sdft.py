@@ -13,6 +13,7 @@ teacher on its own prompt, the number of masked leading tokens.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
@@ -87,6 +88,16 @@ class SDFTObjective:
                 completions[i] = c
         return completions, from_teacher
 
+    @contextlib.contextmanager
+    def _eval_mode(self):
+        """Rollouts and the teacher pass run in eval mode; the training mode comes back after."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            yield
+        finally:
+            self.model.train(was_training)
+
     def _sampling_weights(self, teacher_rows: bool):
         """The weights rollouts are sampled from: the student, or the teacher for its λ share;
         adapters merged into the base for the duration (LearnConfig.merged_rollouts)."""
@@ -101,12 +112,8 @@ class SDFTObjective:
                 teacher: bool = True) -> Targets:
         """Rollouts for the batch, and (unless `teacher=False`: the training step runs the
         teacher group by group, `add_teacher`) the teacher's hidden states on them."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with self._eval_mode():
             completions, from_teacher = self.rollouts(batch, generator)
-        finally:
-            self.model.train(was_training)
         starts = [len(e.forced_ids) + self.cfg.skip_first for e in batch]
         targets = Targets(completions, starts, stats={"teacher_rollouts": sum(from_teacher)})
         if teacher:
@@ -116,15 +123,10 @@ class SDFTObjective:
     def add_teacher(self, batch: list[EncodedExample], targets: Targets) -> None:
         """The teacher's final hidden states at the completion positions (its own prompt, the
         same completion tokens), under no_grad."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            teacher = pack([e.teacher_prompt_ids for e in batch], targets.completions, self.pad_id,
-                           self.model.device, self.cfg.min_shared_prefix)
-            with torch.no_grad(), teacher_context(self.model, self.cfg.teacher):
-                targets.teacher_hidden = completion_hidden(self.model, teacher)
-        finally:
-            self.model.train(was_training)
+        teacher = pack([e.teacher_prompt_ids for e in batch], targets.completions, self.pad_id,
+                       self.model.device, self.cfg.min_shared_prefix)
+        with self._eval_mode(), torch.no_grad(), teacher_context(self.model, self.cfg.teacher):
+            targets.teacher_hidden = completion_hidden(self.model, teacher)
 
     def token_loss(self, student_logits: torch.Tensor, sl: slice, targets: Targets, head) -> torch.Tensor:
         with torch.no_grad():

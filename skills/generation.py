@@ -16,17 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from agent.decode import decode, prefill
+from agent.decode import common_prefix, decode, prefill
 from agent.prompt import PromptFormat
-
-
-def common_prefix(prompts: list[list[int]]) -> int:
-    """Length of the longest prefix every prompt shares, leaving each at least one own token."""
-    if not prompts:
-        return 0
-    import os
-
-    return max(min(len(os.path.commonprefix(prompts)), min(len(p) for p in prompts) - 1), 0)
 
 
 @torch.inference_mode()

@@ -9,6 +9,7 @@ import torch
 import typer
 from typer.testing import CliRunner
 
+from agent.decode import common_prefix
 from agent.prompt import PromptFormat, call_block
 from memory.store import Memory
 from skills.evaluate import (
@@ -19,7 +20,7 @@ from skills.evaluate import (
     evaluate_skill,
     with_demonstrations,
 )
-from skills.generation import common_prefix, generate_batch
+from skills.generation import generate_batch
 from skills.install import install_pack
 from skills.pack import SkillPack, bundled_pack, first_choice
 

@@ -70,7 +70,9 @@ def test_bad_option_is_one_clear_line(tiny_home):
 
 
 def test_set_reaches_the_config_and_bad_fields_are_named(tiny_home):
-    assert learn_cmd.parse_settings(["skip_first=0", "teacher_template=previous_turn", "force_tool_prefix=true"]) == {
+    from learner.config import parse_settings
+
+    assert parse_settings(["skip_first=0", "teacher_template=previous_turn", "force_tool_prefix=true"]) == {
         "skip_first": 0, "teacher_template": "previous_turn", "force_tool_prefix": True}
     mem, ids = _teach(tiny_home)
     result = runner.invoke(app, ["learn", "--dry-run", "--set", "skip_frist=0", "--home", str(tiny_home)])
