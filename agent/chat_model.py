@@ -7,7 +7,8 @@ arguments that break the schema) comes back in `invalid_tool_calls` with the rea
 an exception. Local models get the tool-call parsing that langchain-huggingface's
 ChatHuggingFace lacks.
 
-    llm = LocalChatModel.from_store()                # the champion; follows promotions
+    llm = LocalChatModel(home="~/agent")             # the champion; follows promotions
+    llm = LocalChatModel(version="v0003")            # one version, pinned by name
     ai = llm.bind_tools([multiply]).invoke("What is 6 times 7?")
     ai.tool_calls  # [{"name": "multiply", "args": {"a": 6, "b": 7}, "id": "call_…", …}]
 """
@@ -41,7 +42,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from agent.generate import generate_ids
 from agent.prompt import CALL_CLOSE, CALL_OPEN, Parsed, call_json
@@ -163,17 +164,34 @@ class LocalChatModel(BaseChatModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    runtime: Any = Field(exclude=True)
+    runtime: Any = Field(default=None, exclude=True)
     max_new_tokens: int = 256
     min_new_tokens: int = 0
     temperature: float = 0.0
     top_p: float = 1.0
 
+    @model_validator(mode="before")
+    @classmethod
+    def _runtime_from_store(cls, data: Any) -> Any:
+        """`LocalChatModel(home=…, version=…, device=…)`, the way LangChain chat models are
+        built: without a `runtime`, serve from the model store at `home` (default: the
+        SDFT_AGENT_HOME one), the champion unless `version` names one; loaded on first use."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        store_args = {k: data.pop(k) for k in ("home", "version", "device") if k in data}
+        if data.get("runtime") is None:
+            data["runtime"] = ModelRuntime(store_args.get("home"), version=store_args.get("version"),
+                                           device=store_args.get("device"))
+        elif store_args:
+            raise ValueError(f"give either runtime or {', '.join(sorted(store_args))}, not both")
+        return data
+
     @classmethod
     def from_store(cls, home: str | Path | None = None, *, version: str | None = None,
                    device: str | None = None, **fields) -> LocalChatModel:
         """The champion of the store at `home` (or one named `version`), loaded on first use."""
-        return cls(runtime=ModelRuntime(home, version=version, device=device), **fields)
+        return cls(home=home, version=version, device=device, **fields)
 
     @classmethod
     def from_model(cls, model, tokenizer, version: str = "local", **fields) -> LocalChatModel:

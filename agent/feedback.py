@@ -1,0 +1,102 @@
+"""The feedback rule, one function for every front end (HTTP server, `chat`, the stdin daemon).
+
+Feedback always names its episode: nothing here judges "the latest" episode, which in a shared
+memory may belong to another client or process.
+- good: the episode succeeded; its calls become a demonstration of the skill that owns them.
+- bad: the episode failed; a demonstration made from it earlier (a /good taken back) is retracted,
+  so it is neither recalled nor trained on again. A correction someone taught stays.
+- tool_calls: the right call(s) for the episode's question, checked against the skill's tool
+  schemas and kept as a taught demonstration (the episode is a failure when they differ from
+  what it did).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+OUTCOMES = {"good": "success", "bad": "failure"}
+
+
+def judge(memory, episode_id: int, outcome: str | None = None, *, note: str | None = None,
+          tool_calls: list[dict] | None = None, skill: str | None = None) -> dict:
+    """Apply feedback to episode `episode_id`; returns what changed."""
+    if isinstance(episode_id, bool) or not isinstance(episode_id, int):
+        raise ValueError(f"feedback must name its episode by id (got {episode_id!r})")
+    if outcome is None and not tool_calls:
+        raise ValueError("feedback needs an outcome ('good' or 'bad') or the right tool_calls")
+    if outcome is not None and outcome not in OUTCOMES:
+        raise ValueError(f"outcome must be 'good' or 'bad' (got {outcome!r})")
+    ep = memory.episode(episode_id)  # NotFoundError (a KeyError) names the missing id
+    out: dict[str, Any] = {"episode_id": episode_id, "outcome": None, "demonstration_id": None,
+                           "retracted": [], "taught_id": None}
+    if tool_calls:
+        calls = [{"name": c["name"], "arguments": c.get("arguments", {})} for c in tool_calls]
+        skill_name = skill or ep.get("skill") or skill_of(memory, calls)
+        if skill_name is None:
+            raise ValueError("no installed skill owns these tools; install its pack or name the skill")
+        demo_id, created = memory.add_demonstration(
+            skill_name, _prompt(ep), calls, source="taught", episode_id=episode_id,
+            provenance={"episode_id": episode_id, "model_version": ep.get("model_version"), "via": "teach"},
+        )
+        out.update(taught_id=demo_id, created=created, skill=skill_name)
+        if outcome is None:
+            outcome = "good" if calls == _own_calls(ep) else "bad"
+    status = OUTCOMES[outcome]
+    memory.set_outcome(episode_id, status, note)
+    out["outcome"] = status
+    if status == "failure":
+        out["retracted"] = retract_demonstrations(memory, episode_id)
+    elif out["taught_id"] is None:
+        skill_name = skill or ep.get("skill") or skill_of(memory, _own_calls(ep))
+        if skill_name is None:
+            out["note"] = "not kept as a demonstration: no skill owns its tool calls"
+        else:
+            try:
+                out["demonstration_id"] = memory.promote_episode(episode_id, skill_name)
+                out["skill"] = skill_name
+            except ValueError as exc:
+                out["note"] = f"not kept as a demonstration: {exc}"
+    return out
+
+
+def skill_of(memory, calls: list[dict]) -> str | None:
+    """The installed skill whose tools include every called tool (None without calls)."""
+    names = {c["name"] for c in calls}
+    if not names:
+        return None
+    for s in memory.list_skills():
+        if names <= {t["name"] for t in s["tools"]}:
+            return s["name"]
+    return None
+
+
+def retract_demonstrations(memory, episode_id: int) -> list[int]:
+    """Delete the demonstrations made from this episode's own turn (not taught corrections);
+    returns their ids. Deleting also drops them from the recall index (its triggers) and from
+    the unlearned set. A version already trained on one keeps its manifest's record of it.
+
+    Raw SQL through the Memory's write transaction until the demonstrations repository offers
+    this (issue 15)."""
+    with memory.write() as db:
+        rows = db.execute(
+            "SELECT id, provenance FROM demonstrations WHERE episode_id = ? ORDER BY id", [episode_id]
+        ).fetchall()
+        ids = [r[0] for r in rows if json.loads(r[1] or "{}").get("via") != "teach"]
+        if ids:
+            db.execute(f"DELETE FROM demonstrations WHERE id IN ({','.join('?' * len(ids))})", ids)
+    return ids
+
+
+def _prompt(ep: dict) -> list[dict]:
+    """The conversation before the turn being judged: the recorded `learned_turn` when the
+    episode names one (the server's do), else everything before the first assistant turn."""
+    messages = ep["messages"]
+    turn = (ep.get("meta") or {}).get("learned_turn")
+    if not isinstance(turn, int):
+        turn = next((i for i, m in enumerate(messages) if m["role"] == "assistant"), len(messages))
+    return messages[:turn]
+
+
+def _own_calls(ep: dict) -> list[dict]:
+    return [{"name": c["name"], "arguments": c.get("arguments", {})} for c in ep.get("tool_calls") or []]
