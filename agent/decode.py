@@ -1,7 +1,38 @@
-"""Batched decoding with a KV cache: the one loop behind training rollouts (sampled) and
-evaluation (greedy).
+"""Batched decoding with a KV cache: the ONE decoding path for serving, evaluation, the gate and
+training rollouts, with schema-constrained tool calls (agent.constrain).
 
-A hand-written loop rather than `generate()`, for three reasons:
+Public API (what the HTTP server, the chat model, the evaluation harness and the gate call):
+
+    from agent.decode import Request, complete
+
+    done = complete(model, fmt, [
+        Request(prompt=fmt.encode(messages, tools), tools=tools,   # OpenAI tool schemas, either
+                tool_choice="auto",           # "none" | "auto" | "required" |
+                                              # {"type": "function", "function": {"name": ...}}
+                parallel_tool_calls=True,
+                max_new_tokens=256, temperature=0.0, top_p=1.0, seed=None,
+                stop=["\\n\\n"],              # stop strings: the row ends, the text is cut before
+                constrain=True),              # False: the model's own tokens, no grammar
+        ...], batch_size=8, on_token=None)
+    done[i].text, done[i].ids, done[i].finish_reason   # "stop" | "length"
+    fmt.parse(done[i].text, tools)                     # content, calls, invalid calls
+
+- One `Completion` per request, in order; requests of any mix of settings share a batch.
+- Greedy at temperature 0; else softmax(logits / T) with nucleus top_p, each request drawing
+  from its own `torch.Generator` seeded with `seed` (the global RNG when seed is None). A seeded
+  request gives the same tokens alone or in any batch.
+- Constrained (the default where tools are given, or tool_choice is "none"): free text, or
+  `<tool_call>` blocks whose name is an offered tool and whose arguments validate against its
+  schema; "required" / a named tool allow only calls (of that tool), "none" forbids the opening.
+  Unconstrained, "required" / named force the call's opening instead (what the model could not
+  refuse before), and "none" is left to the caller (e.g. hide the tools from the prompt).
+- `on_token(i, token_id)` is called for every new token of request i (streaming); returning True
+  ends that request (a client that went away).
+- `finish_reason`: "stop" when the model ended its turn, a stop string appeared or the grammar
+  allowed nothing more; "length" at max_new_tokens.
+
+`decode()` underneath is the loop itself, on token ids (the learner's rollouts call it). A
+hand-written loop rather than `generate()`, for three reasons:
 - the distribution sampled is exactly softmax(logits / T) with nucleus `top_p` (no generation
   config defaults such as top_k = 50 or a repetition penalty slipping in);
 - a shared prompt prefix (the system message with every tool schema: ~300 of a skill prompt's
@@ -18,6 +49,9 @@ from __future__ import annotations
 import copy
 import inspect
 import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from transformers import DynamicCache
@@ -78,34 +112,66 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_p: float = 1
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+@dataclass
+class Sampler:
+    """One row's sampling: greedy at temperature 0, else softmax(logits / T) with nucleus top_p
+    drawn from `generator` (the global RNG when None)."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    generator: torch.Generator | None = None
+
+
+def _mask_logits(logits: torch.Tensor, matchers: list, vocab_size: int) -> torch.Tensor:
+    from agent.constrain import allowed
+
+    ok = allowed(matchers, vocab_size, logits.shape[-1]).to(logits.device)
+    return logits.masked_fill(~ok, float("-inf"))
+
+
 @torch.no_grad()
 def decode(
     model,
     prompts: list[list[int]],
     *,
-    max_new_tokens: int,
+    max_new_tokens: int | list[int],
     stop_ids: set[int] | list[int],
     pad_id: int = 0,
     forced: list[list[int]] | None = None,
-    temperature: float,
+    temperature: float = 0.0,
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
     min_shared_prefix: int | None = MIN_SHARED_PREFIX,
     prefix: tuple[int, DynamicCache] | None = None,
+    samplers: list[Sampler] | None = None,
+    matchers: list | None = None,
+    vocab_size: int | None = None,
+    min_new_tokens: list[int] | None = None,
+    on_token: Callable[[int, int], Any] | None = None,
 ) -> list[list[int]]:
     """One completion per prompt: forced opening + new tokens, through the first stop token
-    (included) or until the completion is `max_new_tokens` long.
+    (included) or until the completion is `max_new_tokens` long (one budget, or one per row).
 
     `prefix=(K, cache)`: the cache of the prompts' common first K tokens, computed by the caller
     once for many calls (it is copied, not changed); else the prompts' shared prefix (at least
-    `min_shared_prefix` tokens; None: no sharing) is prefilled here."""
+    `min_shared_prefix` tokens; None: no sharing) is prefilled here.
+
+    Per-row options (lists in prompt order): `samplers` replace temperature/top_p/generator;
+    `matchers` (agent.constrain; None for a free row) mask each step's logits to what the row's
+    grammar allows and advance on the token taken, and a row whose grammar allows nothing more
+    ends; `min_new_tokens` keeps stop tokens out until that many were generated; `on_token(row,
+    token)` sees each new token, and a true return ends that row."""
     B = len(prompts)
     forced = forced or [[] for _ in range(B)]
+    limits = max_new_tokens if isinstance(max_new_tokens, list) else [max_new_tokens] * B
     out = [list(f) for f in forced]
-    budget = [max_new_tokens - len(f) for f in forced]
+    budget = [limits[i] - len(f) for i, f in enumerate(forced)]
     inner = getattr(model, "module", model)
     device = inner.device
     stop = torch.tensor(sorted(set(stop_ids)) or [-1], device=device)
+    constrained = matchers is not None and any(m is not None for m in matchers)
+    if constrained and vocab_size is None:
+        raise ValueError("decode with matchers needs vocab_size (the tokenizer's)")
 
     rows = [i for i in range(B) if budget[i] > 0]
     if not rows:
@@ -137,11 +203,30 @@ def decode(
     while True:
         logits = model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
                        use_cache=True, logits_to_keep=1, **{kw: cache}).logits[:, -1]
-        tokens = sample_next(logits, temperature, top_p, generator)
+        now = active.tolist()
+        if constrained:
+            logits = _mask_logits(logits, [matchers[r] for r in now], vocab_size)
+        if min_new_tokens is not None:
+            early = [j for j, r in enumerate(now) if len(out[r]) - len(forced[r]) < min_new_tokens[r]]
+            if early:
+                logits[early] = logits[early].index_fill(-1, stop, float("-inf"))
+        if samplers is None:
+            tokens = sample_next(logits, temperature, top_p, generator)
+        elif all(samplers[r].temperature == 0 for r in now):
+            tokens = logits.argmax(-1)
+        else:
+            tokens = torch.stack([sample_next(logits[j:j + 1], samplers[r].temperature, samplers[r].top_p,
+                                              samplers[r].generator)[0] for j, r in enumerate(now)])
         done = torch.isin(tokens, stop)
-        for j, (row, tok) in enumerate(zip(active.tolist(), tokens.tolist(), strict=True)):
+        for j, (row, tok) in enumerate(zip(now, tokens.tolist(), strict=True)):
             out[row].append(tok)
             if len(out[row]) - len(forced[row]) >= budget[row]:
+                done[j] = True
+            if constrained and matchers[row] is not None and not done[j]:
+                m = matchers[row]
+                if not m.consume_token(tok) or m.is_stopped():
+                    done[j] = True  # the grammar is complete (or, never expected, broken)
+            if on_token is not None and on_token(row, tok):
                 done[j] = True
         if done.all():
             return out
@@ -152,3 +237,212 @@ def decode(
         step_ids = tokens.unsqueeze(-1)
         step_pos = step_pos[:, -1:] + 1
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+
+
+# ---- the public API: requests in, completions out ------------------------------------------
+
+@dataclass
+class Request:
+    """One completion to make (see the module docstring)."""
+
+    prompt: list[int]
+    tools: list[dict] | None = None
+    tool_choice: str | dict | None = "auto"
+    parallel_tool_calls: bool = True
+    max_new_tokens: int = 256
+    min_new_tokens: int = 0
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: list[str] | None = None
+    constrain: bool = True
+
+
+@dataclass
+class Completion:
+    ids: list[int]  # every generated token (an unconstrained forced opening first), end of turn included
+    text: str  # ids decoded without special tokens, cut before the first stop string
+    finish_reason: str  # "stop" | "length"
+    prompt_tokens: int
+    constrained: bool
+    forced: list[int] = field(default_factory=list)  # the forced opening (unconstrained required/named)
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.ids)
+
+
+def default_constrain() -> bool:
+    """Whether tool calls are constrained when a caller does not say: yes, unless the
+    environment sets SDFT_AGENT_CONSTRAIN=0 (a switch for a whole run, e.g. a gate or a bench)."""
+    return os.environ.get("SDFT_AGENT_CONSTRAIN", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _check(r: Request, i: int) -> None:
+    if not r.prompt:
+        raise ValueError(f"requests[{i}]: the prompt needs at least one token")
+    if r.temperature < 0:
+        raise ValueError(f"requests[{i}]: temperature must be >= 0, got {r.temperature}")
+    if not 0 < r.top_p <= 1:
+        raise ValueError(f"requests[{i}]: top_p must be in (0, 1], got {r.top_p}")
+    if r.stop is not None and (isinstance(r.stop, str) or not all(isinstance(s, str) and s for s in r.stop)):
+        raise ValueError(f"requests[{i}]: stop must be a list of non-empty strings")
+
+
+def _forced_opening(choice) -> str:
+    """What an unconstrained required / named tool_choice puts at the start of the reply."""
+    from agent.prompt import CALL_OPEN, call_json
+
+    if choice == "required":
+        return f"{CALL_OPEN}\n"
+    if isinstance(choice, dict):
+        return f"{CALL_OPEN}\n" + call_json({"name": choice["name"], "arguments": {}})[: -len("{}}")]
+    return ""
+
+
+def _cut(text: str, stop: list[str] | None) -> tuple[str, bool]:
+    hits = [text.index(s) for s in stop or [] if s in text]
+    return (text[: min(hits)], True) if hits else (text, False)
+
+
+@torch.inference_mode()
+def complete(
+    model,
+    fmt,
+    requests: list[Request],
+    *,
+    batch_size: int = 8,
+    on_token: Callable[[int, int], Any] | None = None,
+) -> list[Completion]:
+    """One `Completion` per request, in order (see the module docstring)."""
+    from agent.constrain import grammars_for, normalise_choice
+    from memory.toolschema import tool_name
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for i, r in enumerate(requests):
+        _check(r, i)
+    eot = fmt.end_of_turn_id
+    tok = fmt.tokenizer
+    choices = [normalise_choice(r.tool_choice, [tool_name(t) for t in r.tools or []]) for r in requests]
+    use_grammar = [bool(r.constrain and (r.tools or c == "none")) for r, c in zip(requests, choices, strict=True)]
+    grammars = grammars_for(tok, eot) if any(use_grammar) else None
+    forced = [[] if g or not _forced_opening(c) else tok(_forced_opening(c), add_special_tokens=False)["input_ids"]
+              for g, c in zip(use_grammar, choices, strict=True)]
+    out: list[list[int]] = [[] for _ in requests]
+    stopped = [False] * len(requests)
+    grammar_done = [False] * len(requests)
+
+    contexts = [r.prompt + f for r, f in zip(requests, forced, strict=True)]
+    k = common_prefix(contexts)
+    prefix = (k, prefill(model, contexts[0][:k])) if k else None  # once, for every batch
+    order = sorted(range(len(requests)), key=lambda i: len(contexts[i]))
+    for start in range(0, len(order), batch_size):
+        idx = order[start: start + batch_size]
+        matchers = [grammars.matcher(requests[i].tools, choices[i], requests[i].parallel_tool_calls)
+                    if use_grammar[i] else None for i in idx]
+        samplers = [Sampler(requests[i].temperature, requests[i].top_p,
+                            torch.Generator().manual_seed(requests[i].seed)
+                            if requests[i].seed is not None and requests[i].temperature > 0 else None)
+                    for i in idx]
+        need_hook = on_token is not None or any(requests[i].stop for i in idx)
+
+        def hook(row: int, token: int, idx=idx) -> bool:
+            i = idx[row]
+            out[i].append(token)
+            end = bool(on_token(i, token)) if on_token is not None else False
+            if requests[i].stop and token != eot:
+                text = tok.decode(forced[i] + out[i], skip_special_tokens=True)
+                if _cut(text, requests[i].stop)[1]:
+                    stopped[i] = True
+                    end = True
+            return end
+
+        rows = decode(model, [requests[i].prompt for i in idx], forced=[forced[i] for i in idx],
+                      max_new_tokens=[len(forced[i]) + requests[i].max_new_tokens for i in idx],
+                      stop_ids={eot}, pad_id=tok.pad_token_id or 0, prefix=prefix, min_shared_prefix=None,
+                      samplers=samplers, matchers=matchers if any(m is not None for m in matchers) else None,
+                      vocab_size=grammars.vocab_size if grammars is not None else None,
+                      min_new_tokens=[requests[i].min_new_tokens for i in idx],
+                      on_token=hook if need_hook else None)
+        for i, row, m in zip(idx, rows, matchers, strict=True):
+            out[i] = row
+            grammar_done[i] = m is not None and m.is_stopped()
+    done = []
+    for i, r in enumerate(requests):
+        ids = out[i]
+        new = ids[len(forced[i]):]
+        text, cut = _cut(tok.decode(ids, skip_special_tokens=True), r.stop)
+        ended = (bool(new) and new[-1] == eot) or stopped[i] or cut or grammar_done[i]
+        done.append(Completion(ids=ids, text=text, finish_reason="stop" if ended else "length",
+                               prompt_tokens=len(r.prompt), constrained=use_grammar[i], forced=forced[i]))
+    return done
+
+
+# ---- single-prompt helpers (what `ask`, the chat model and the overhead benchmark call) ------
+
+@torch.inference_mode()
+def generate_ids(
+    model,
+    fmt,
+    input_ids: list[int],
+    *,
+    max_new_tokens: int = 128,
+    min_new_tokens: int = 0,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    stop: list[str] | None = None,
+    streamer=None,
+    stopping_criteria=None,
+    tools: list[dict] | None = None,
+    tool_choice: str | dict | None = "auto",
+    constrain: bool = False,
+    seed: int | None = None,
+) -> list[int]:
+    """The new token ids after `input_ids`, ending at (and including) the end-of-turn token
+    when the model wrote one. `streamer` (transformers' put/end protocol: the prompt first, then
+    each token) and `stopping_criteria` (called with the ids so far) keep `generate()`'s hooks."""
+    ids: list[int] = []
+    if streamer is not None:
+        streamer.put(torch.tensor([input_ids]))
+
+    def on_token(_i: int, token: int) -> bool:
+        ids.append(token)
+        if streamer is not None:
+            streamer.put(torch.tensor([token]))
+        if stopping_criteria is not None:
+            seen = torch.tensor([input_ids + ids])
+            return bool(torch.as_tensor(stopping_criteria(seen, None)).any())
+        return False
+
+    try:
+        (c,) = complete(model, fmt, [Request(prompt=list(input_ids), tools=tools, tool_choice=tool_choice,
+                                             max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+                                             temperature=temperature, top_p=top_p, seed=seed, stop=stop,
+                                             constrain=constrain)],
+                        on_token=on_token)
+    finally:
+        if streamer is not None:
+            streamer.end()
+    return c.ids
+
+
+def generate_reply(
+    model,
+    tokenizer,
+    messages: list[dict],
+    tools: list[dict] | None = None,
+    *,
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+    fmt=None,
+    constrain: bool = True,
+) -> str:
+    """The assistant's reply text (greedy when temperature is 0), stopped at end of turn."""
+    from agent.prompt import PromptFormat
+
+    fmt = fmt or PromptFormat(tokenizer)
+    (c,) = complete(model, fmt, [Request(prompt=fmt.encode(messages, tools), tools=tools,
+                                         max_new_tokens=max_new_tokens, temperature=temperature,
+                                         constrain=constrain)])
+    return c.text

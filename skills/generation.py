@@ -1,26 +1,22 @@
-"""Batched greedy generation for evaluation: a shared prompt prefix computed once, stop at end of
-turn, finished rows dropped.
+"""Batched greedy generation for evaluation, on agent.decode's `complete`: the path the server
+and the agent decode with, so the gate measures the decoding the agent serves with, token for
+token.
 
 Evaluation generates for tens to hundreds of prompts that mostly share their opening: the system
-message with every tool schema is ~300 of a skill prompt's ~360 tokens. Prefill is then most of
-the cost, so the common prefix runs once (batch 1), its KV cache is repeated for each batch, and
-only the rest of each prompt is prefilled. A batch is laid out [prefix][padding][own tokens],
-padding masked out and positions continuing the prefix's, so each row computes what it would
-alone. Prompts are sorted by length, so a batch holds similar lengths; results come back in the
-caller's order. Greedy makes a run reproducible, which a paired comparison of two models needs.
+message with every tool schema is ~300 of a skill prompt's ~360 tokens. `complete` prefills that
+common prefix once (batch 1) and repeats its cache for each batch; prompts are sorted by length
+so a batch holds similar lengths; results come back in the caller's order. Greedy makes a run
+reproducible, which a paired comparison of two models needs.
 
-The loop itself is agent.decode's, shared with training rollouts.
+With `tools`, tool calls are schema-constrained unless `constrain=False` (agent.constrain).
 """
 
 from __future__ import annotations
 
-import torch
-
-from agent.decode import common_prefix, decode, prefill
+from agent.decode import Request, complete, default_constrain
 from agent.prompt import PromptFormat
 
 
-@torch.inference_mode()
 def generate_batch(
     model,
     fmt: PromptFormat,
@@ -28,8 +24,12 @@ def generate_batch(
     *,
     max_new_tokens: int = 128,
     batch_size: int = 8,
+    tools: list[dict] | None = None,
+    tool_choice: str | dict | None = "auto",
+    constrain: bool | None = None,
 ) -> list[list[int]]:
-    """New token ids for each prompt, greedy, up to (without) the end-of-turn token."""
+    """New token ids for each prompt, greedy, up to (without) the end-of-turn token.
+    `constrain` None: agent.decode.default_constrain() (on unless SDFT_AGENT_CONSTRAIN=0)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not prompts:
@@ -38,18 +38,11 @@ def generate_batch(
         raise ValueError("every prompt needs at least one token")
     if max_new_tokens < 1:
         return [[] for _ in prompts]
-    k = common_prefix(prompts)
-    prefix = (k, prefill(model, prompts[0][:k])) if k else None  # once, for every batch
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    out: list[list[int]] = [[] for _ in prompts]
+    on = default_constrain() if constrain is None else constrain
+    done = complete(model, fmt, [Request(prompt=p, tools=tools, tool_choice=tool_choice, max_new_tokens=max_new_tokens,
+                                         constrain=on) for p in prompts], batch_size=batch_size)
     stop = fmt.end_of_turn_id
-    for start in range(0, len(order), batch_size):
-        idx = order[start: start + batch_size]
-        rows = decode(model, [prompts[i] for i in idx], max_new_tokens=max_new_tokens, stop_ids={stop},
-                      temperature=0.0, prefix=prefix, min_shared_prefix=None)
-        for i, row in zip(idx, rows, strict=True):
-            out[i] = row[:-1] if row and row[-1] == stop else row
-    return out
+    return [c.ids[:-1] if c.ids and c.ids[-1] == stop else c.ids for c in done]
 
 
 def generate_texts(model, fmt: PromptFormat, prompts: list[list[int]], **kwargs) -> list[str]:
