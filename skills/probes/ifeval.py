@@ -115,7 +115,7 @@ def read_rows(path: str | Path) -> list[dict]:
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}: line {n} is not JSON ({exc.msg})") from None
             if not isinstance(row, dict) or not is_instruction_item(row):
-                raise ValueError(f"{path}: line {n} is not an IFEval item (needs prompt, instruction_id_list, kwargs)")
+                raise ValueError(f"{path}: line {n} is not an IFEval item (it needs prompt and instruction_id_list)")
             kwargs = row.get("kwargs") or [{}] * len(row["instruction_id_list"])
             if len(kwargs) != len(row["instruction_id_list"]):
                 raise ValueError(f"{path}: line {n} has {len(row['instruction_id_list'])} instructions "
