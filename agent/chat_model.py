@@ -44,8 +44,8 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, model_validator
 
-from agent.generate import generate_ids
-from agent.prompt import CALL_CLOSE, CALL_OPEN, Parsed, call_json
+from agent.decode import default_constrain, generate_ids
+from agent.prompt import CALL_CLOSE, CALL_OPEN, Parsed
 from agent.runtime import Loaded, ModelRuntime, Pinned
 from memory.toolschema import function_schema, tool_name
 
@@ -142,16 +142,16 @@ class _Call:
     """One generation request, prepared: the model snapshot and exactly the ids it is fed."""
 
     loaded: Loaded
-    tools: list[dict] | None
+    tools: list[dict] | None  # offered (calls are parsed against them)
     prompt_ids: list[int]
-    forced: str  # text forced after the prompt by tool_choice ("" when free)
-    forced_ids: list[int]
+    choice: str | dict  # the decoder's tool_choice: "auto" | "none" | "required" | {"name": …}
+    constrain: bool
     options: dict
     stop: list[str] | None
 
     @property
     def input_ids(self) -> list[int]:
-        return self.prompt_ids + self.forced_ids
+        return self.prompt_ids
 
 
 class LocalChatModel(BaseChatModel):
@@ -169,6 +169,7 @@ class LocalChatModel(BaseChatModel):
     min_new_tokens: int = 0
     temperature: float = 0.0
     top_p: float = 1.0
+    constrain: bool | None = None  # tool calls follow the offered schemas; None: agent.decode's default
 
     @model_validator(mode="before")
     @classmethod
@@ -232,9 +233,10 @@ class LocalChatModel(BaseChatModel):
     ) -> Runnable[LanguageModelInput, AIMessage]:
         """Offer `tools` to the model (anything `convert_to_openai_tool` takes).
 
-        tool_choice: None/"auto" (the model decides), "none" (tools hidden), "any"/"required"/
-        True (a call is forced by starting the reply with the call opening), or a tool name /
-        {"type": "function", "function": {"name": …}} (that tool's call is forced).
+        tool_choice: None/"auto" (the model decides), "none" (no call), "any"/"required"/True
+        (a call), or a tool name / {"type": "function", "function": {"name": …}} (that tool's
+        call). Honoured by agent.decode: with constrained decoding the grammar allows only that;
+        without it, the call's opening is forced and "none" hides the tools.
         """
         formatted = [convert_to_openai_tool(t) for t in tools]
         choice = _normalise_choice(tool_choice, [tool_name(t) for t in formatted])
@@ -255,34 +257,32 @@ class LocalChatModel(BaseChatModel):
         choice = _normalise_choice(kwargs.pop("tool_choice", None), [t["name"] for t in tools or []])
         options = {k: kwargs.pop(k, getattr(self, k))
                    for k in ("max_new_tokens", "min_new_tokens", "temperature", "top_p")}
+        options["seed"] = kwargs.pop("seed", None)
+        constrain = kwargs.pop("constrain", self.constrain)
         if kwargs:
             raise TypeError(f"LocalChatModel got unexpected arguments: {', '.join(sorted(kwargs))}")
+        constrain = default_constrain() if constrain is None else bool(constrain)
         loaded = self.runtime.current()
-        if choice == "none":
-            tools = None
-        forced = ""
-        if choice == "any":
-            forced = f"{CALL_OPEN}\n"
-        elif choice is not None and choice != "none":
-            forced = f"{CALL_OPEN}\n" + call_json({"name": choice, "arguments": {}})[: -len("{}}")]
-        fmt = loaded.fmt
-        prompt_ids = fmt.encode(to_dicts(messages), tools)
-        forced_ids = fmt.tokenizer(forced, add_special_tokens=False)["input_ids"] if forced else []
-        return _Call(loaded, tools, prompt_ids, forced, forced_ids, options, list(stop) if stop else None)
+        decoder_choice: str | dict = {None: "auto", "any": "required", "none": "none"}.get(choice, {"name": choice})
+        shown = None if choice == "none" and not constrain else tools
+        prompt_ids = loaded.fmt.encode(to_dicts(messages), shown)
+        return _Call(loaded, shown, prompt_ids, decoder_choice, constrain, options, list(stop) if stop else None)
 
     def _run(self, call: _Call, streamer=None, stopping_criteria=None) -> list[int]:
+        """The completion's ids (a forced call opening, when there is one, first)."""
         return generate_ids(call.loaded.model, call.loaded.fmt, call.input_ids, stop=call.stop,
-                            streamer=streamer, stopping_criteria=stopping_criteria, **call.options)
+                            streamer=streamer, stopping_criteria=stopping_criteria, tools=call.tools,
+                            tool_choice=call.choice, constrain=call.constrain, **call.options)
 
     def _message(self, call: _Call, new_ids: list[int]) -> AIMessage:
         fmt = call.loaded.fmt
-        text = call.forced + fmt.tokenizer.decode(new_ids, skip_special_tokens=True)
+        text = fmt.tokenizer.decode(new_ids, skip_special_tokens=True)
         finish = "stop" if new_ids and new_ids[-1] == fmt.end_of_turn_id else "length"
         for s in call.stop or []:
             if s in text:
                 text, finish = text[: text.index(s)], "stop"
         parsed = fmt.parse(text, call.tools or [])
-        n_in, n_out = len(call.prompt_ids), len(call.forced_ids) + len(new_ids)
+        n_in, n_out = len(call.prompt_ids), len(new_ids)
         return AIMessage(
             content=parsed.content,
             tool_calls=[tool_call(name=c["name"], args=c["arguments"], id=new_call_id()) for c in parsed.calls],
@@ -337,7 +337,7 @@ class LocalChatModel(BaseChatModel):
         try:
             while (ids := tokens.get()) is not None:
                 new.extend(ids)
-                visible = _visible(call.forced + decode(new, skip_special_tokens=True), call.stop)
+                visible = _visible(decode(new, skip_special_tokens=True), call.stop)
                 if len(visible) > len(shown) and visible.startswith(shown):
                     delta, shown = visible[len(shown):], visible
                     yield ChatGenerationChunk(message=AIMessageChunk(content=delta))

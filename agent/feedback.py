@@ -31,7 +31,7 @@ def judge(memory, episode_id: int, outcome: str | None = None, *, note: str | No
     out: dict[str, Any] = {"episode_id": episode_id, "outcome": None, "demonstration_id": None,
                            "retracted": [], "taught_id": None}
     if tool_calls:
-        calls = [{"name": c["name"], "arguments": c.get("arguments", {})} for c in tool_calls]
+        calls = _calls(tool_calls)
         skill_name = skill or ep.get("skill") or skill_of(memory, calls)
         if skill_name is None:
             raise ValueError("no installed skill owns these tools; install its pack or name the skill")
@@ -86,6 +86,15 @@ def retract_demonstrations(memory, episode_id: int) -> list[int]:
         if ids:
             db.execute(f"DELETE FROM demonstrations WHERE id IN ({','.join('?' * len(ids))})", ids)
     return ids
+
+
+def _calls(tool_calls: object) -> list[dict]:
+    calls = [tool_calls] if isinstance(tool_calls, dict) else tool_calls
+    if not isinstance(calls, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("arguments", {}), dict)
+            for c in calls):
+        raise ValueError('tool_calls: give [{"name": <tool>, "arguments": {...}}, ...]')
+    return [{"name": c["name"], "arguments": c.get("arguments", {})} for c in calls]
 
 
 def _prompt(ep: dict) -> list[dict]:

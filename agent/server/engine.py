@@ -57,8 +57,8 @@ class Reply:
 def bind(llm: LocalChatModel, tools: list[dict], choice: str | None):
     """The chat model with `tools` offered under `choice` (OpenAI's none/auto/required/name).
 
-    Today LocalChatModel forces the call opening for required/named and hides the tools for
-    none; the schema-constrained decoder (issue 14) replaces this line when it lands."""
+    LocalChatModel hands the choice to agent.decode, whose grammar allows only what the choice
+    does (constrained decoding; unconstrained, the call opening is forced instead)."""
     if not tools:
         return llm
     lc_choice = {"required": "any", "auto": None}.get(choice, choice) if choice else None
@@ -137,8 +137,6 @@ class Engine:
                  cancelled: Callable[[], bool] = lambda: False) -> Reply:
         """The assistant's reply to `job`. With `on_text`, content is handed over as it is
         generated, except for an answer after tool results, which is checked first."""
-        import torch
-
         llm = LocalChatModel(runtime=self.runtime(job.version))
         bound = bind(llm, job.tools, job.choice)
         kwargs: dict[str, Any] = {"max_new_tokens": job.options.get("max_new_tokens") or self.max_new_tokens}
@@ -148,7 +146,7 @@ class Engine:
         if job.stop:
             kwargs["stop"] = job.stop
         if job.seed is not None:
-            torch.manual_seed(job.seed)
+            kwargs["seed"] = job.seed
         results = ends_with_tool_results(job.messages)
         prompt = from_dicts(job.messages)
         streamed = ""
