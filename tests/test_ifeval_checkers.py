@@ -65,6 +65,10 @@ LABELLED = [
      "Only the USA here.", True),
     ("change_case:capital_word_frequency", {"capital_frequency": 2, "capital_relation": "less than"},
      "I like the USA.", False),  # "I" is a capital word too
+    ("change_case:capital_word_frequency", {"capital_frequency": 3, "capital_relation": "at least"},
+     "The U.S.A., COVID-19 and ALL-CAPS.", True),
+    ("change_case:capital_word_frequency", {"capital_frequency": 4, "capital_relation": "at least"},
+     "The U.S.A., COVID-19 and ALL-CAPS.", False),  # three words, not five pieces
     ("startend:end_checker", {"end_phrase": "Any other questions?"}, "Thanks. any other questions?\n", True),
     ("startend:end_checker", {"end_phrase": "Any other questions?"}, "Any other questions? Bye.", False),
     ("startend:quotation", {}, ' "Hi there" ', True),
@@ -75,6 +79,7 @@ LABELLED = [
     ("detectable_format:json_format", {}, '{"a": 1} and more', False),
     ("detectable_format:title", {}, "<<Ode to Rain>>\nDrops fall.", True),
     ("detectable_format:title", {}, "<<  >> and <Ode>", False),
+    ("detectable_format:title", {}, "<< >> Ode >>", True),  # IFEval reads the longest <<...>> on the line
     ("detectable_format:number_bullet_lists", {"num_bullets": 3}, "Intro\n* one\n* two\n- three", True),
     ("detectable_format:number_bullet_lists", {"num_bullets": 3}, "**Bold** line\n* one\n* two", False),
     ("detectable_format:number_bullet_lists", {"num_bullets": 2}, "*tight\n  -dash", True),

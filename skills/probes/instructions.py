@@ -23,6 +23,8 @@ from skills.evaluate import SuiteResult
 from skills.generation import generate_texts
 
 _WORD = re.compile(r"\b\w+\b")
+# Words as NLTK's tokenizer keeps them for IFEval's capital-word count: "U.S.A", "COVID-19" are one.
+_CAPITAL_TOKEN = re.compile(r"\w+(?:[-.]\w+)*")
 # A period after one of these (or after a capital initial) does not end a sentence.
 _ABBREVIATIONS = frozenset("mr mrs ms dr prof sr jr st mt vs etc inc ltd co corp approx dept est fig no vol".split())
 
@@ -181,11 +183,11 @@ CHECKERS: dict[str, Checker] = {
     "change_case:english_lowercase": lambda r: r.islower() and _latin_letters(r),
     "change_case:english_capital": lambda r: r.isupper() and _latin_letters(r),
     "change_case:capital_word_frequency": lambda r, capital_frequency, capital_relation: _compare(
-        sum(1 for w in _words(r) if w.isupper()), capital_relation, capital_frequency),
+        sum(1 for w in _CAPITAL_TOKEN.findall(r) if w.isupper()), capital_relation, capital_frequency),
     "startend:end_checker": lambda r, end_phrase: r.strip().lower().endswith(end_phrase.strip().lower()),
     "startend:quotation": lambda r: len(r.strip()) > 1 and r.strip()[0] == '"' and r.strip()[-1] == '"',
     "detectable_format:json_format": _is_json,
-    "detectable_format:title": lambda r: any(t.strip() for t in re.findall(r"<<([^\n]+?)>>", r)),
+    "detectable_format:title": lambda r: any(t.lstrip("<").rstrip(">").strip() for t in re.findall(r"<<[^\n]+>>", r)),
     "detectable_format:number_bullet_lists": lambda r, num_bullets: _bullets(r) == num_bullets,
     "detectable_format:number_highlighted_sections": lambda r, num_highlights: _highlights(r) >= num_highlights,
     "detectable_format:multiple_sections": lambda r, section_spliter, num_sections: _sections(r, section_spliter) >= num_sections,
