@@ -24,6 +24,7 @@ from typing import Any
 from langchain_core.callbacks import CallbackManager
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
+from agent.answer import answer_after_tools  # issue 13 hook
 from agent.chat_model import LocalChatModel, from_dicts, text_of, to_dicts
 from agent.recorder import EPISODE_TAG, EpisodeRecorder
 from agent.tools import (
@@ -189,6 +190,10 @@ class Agent:
             valid, invalid = _checked_calls(ai, by_name)
             if not valid and not invalid:
                 episode.answer, episode.status = text_of(ai.content), "answered"
+                if episode.tool_results:  # issue 13 hook: after tool results, a sentence (agent.answer)
+                    episode.answer = answer_after_tools(episode.answer, episode.tool_results).text
+                    convo[-1] = AIMessage(content=episode.answer, usage_metadata=ai.usage_metadata,
+                                          response_metadata=ai.response_metadata)
                 return
             for call in valid:
                 tool = by_name[call["name"]]
