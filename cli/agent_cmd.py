@@ -166,25 +166,32 @@ def chat(
 
 
 def _command(agent, line: str) -> None:
-    from agent.tools import calls_from_text
+    from agent.tools import calls_from_text, validate_calls
 
     name, _, rest = line.partition(" ")
     rest = rest.strip() or None
-    if name in ("/good", "/bad"):
-        out = agent.mark(name == "/good", note=rest)
+    if name in ("/good", "/bad", "/teach"):  # the one feedback rule (agent.feedback), on this chat's episode
+        from agent.feedback import judge
+
+        if agent.last is None or agent.last.id is None:
+            raise LookupError("no episode in this chat yet to judge: ask something first")
+        if name == "/teach" and rest is None:
+            raise ValueError('give the call(s) as JSON, e.g. /teach {"name": "…", "arguments": {…}}')
+        calls = validate_calls(calls_from_text(rest), agent.tools) if name == "/teach" else None
+        out = judge(agent.memory, agent.last.id, None if calls else name[1:], note=None if calls else rest,
+                    tool_calls=calls)
         text = f"episode {out['episode_id']} marked {out['outcome']}"
+        if out.get("taught_id") is not None:
+            state = "stored" if out.get("created") else "already known"
+            text = (f"{state}: demonstration {out['taught_id']} of {out['skill']} for episode "
+                    f"{out['episode_id']}; {text}")
         if out.get("demonstration_id") is not None:
             text += f"; kept as demonstration {out['demonstration_id']} of {out['skill']}"
+        if out.get("retracted"):
+            text += f"; demonstration {', '.join(map(str, out['retracted']))} retracted"
         elif out.get("note"):
             text += f"; {out['note']}"
         console.print(Text(text, style="green"))
-    elif name == "/teach":
-        if rest is None:
-            raise ValueError('give the call(s) as JSON, e.g. /teach {"name": "…", "arguments": {…}}')
-        out = agent.teach(calls_from_text(rest))
-        state = "stored" if out["created"] else "already known"
-        console.print(Text(f"{state}: demonstration {out['demonstration_id']} of {out['skill']} "
-                           f"for episode {out['episode_id']}", style="green"))
     elif name == "/tools":
         if not agent.tools:
             console.print("no tools: install a skill pack first")
