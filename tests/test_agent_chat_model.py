@@ -201,3 +201,25 @@ def test_async_invoke_and_stream():
 
     ai, streamed = asyncio.run(go())
     assert ai.tool_calls[0]["args"] == {"a": 2, "b": 3} and streamed == "Six."
+
+
+# ---- constructing it the LangChain way ----------------------------------------------------------
+
+def test_constructs_directly_from_a_home_and_version(tiny_home, tmp_path):
+    from memory.models import ModelStore
+    from tiny import save_tiny
+
+    champion = LocalChatModel(home=tiny_home, max_new_tokens=3)
+    assert champion.invoke("hi").response_metadata["model_version"] == "tiny"
+    save_tiny(tmp_path / "b", seed=1)
+    store = ModelStore(tiny_home, quiet=True)
+    store.add_folder(tmp_path / "b", "tiny-b")
+    store.use("tiny-b")
+    assert champion.invoke("hi").response_metadata["model_version"] == "tiny-b"  # follows the champion
+    pinned = LocalChatModel(home=tiny_home, version="tiny", max_new_tokens=3)
+    assert pinned.invoke("hi").response_metadata["model_version"] == "tiny"
+    assert LocalChatModel(max_new_tokens=3).invoke("hi").response_metadata["model_version"] == "tiny-b"  # $SDFT_AGENT_HOME
+    with pytest.raises(Exception, match="no model version 'v9' .*known: tiny, tiny-b"):
+        LocalChatModel(home=tiny_home, version="v9").invoke("hi")
+    with pytest.raises(ValueError, match="either runtime or home"):
+        LocalChatModel(runtime=champion.runtime, home=tiny_home)
