@@ -39,8 +39,9 @@ anything else is a question."""
 
 
 def skill_tools(memory, skill: str | None) -> list[tuple[dict, object]]:
-    """(schema, implementation or None) for the tools of `skill` (or of every skill)."""
-    from skills.tools import implementation
+    """(schema, implementation or None) for the tools of `skill` (or of every skill); an
+    implementation only for the schema it was written for (skills.install.implementations_for)."""
+    from skills.install import implementations_for
 
     if skill is not None:
         found = memory.get_skill(skill)
@@ -52,7 +53,7 @@ def skill_tools(memory, skill: str | None) -> list[tuple[dict, object]]:
         skills = memory.list_skills()
     out, seen = [], set()
     for s in skills:
-        impl = implementation(s["name"]) or {}
+        impl = implementations_for(s["name"], s["tools"])
         for tool in s["tools"]:
             if tool["name"] not in seen:  # two skills sharing a tool name: the first wins
                 seen.add(tool["name"])

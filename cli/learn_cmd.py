@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import HomeOption, console, friendly_errors
+from cli.common import EXIT_BUSY, HomeOption, console, err_console, friendly_errors
 from learner.config import SHIPPED, parse_settings
 from learner.config import LearnConfig as _C  # defaults come from the one config dataclass
 
@@ -47,7 +47,8 @@ def learn(
     demonstrations are marked as used by it.
 
     With --now: the whole run the nightly scheduler does (one at a time across processes, the
-    retention gate decides promotion, a report is written).
+    retention gate decides promotion, a report is written). Exit code 75 when another run holds
+    the lease (nothing ran), 1 when the run failed.
 
     Example: sdft-agent learn --method sdft --skill unit_convert --max-steps 20
     """
@@ -62,6 +63,9 @@ def learn(
         from learner.run import learn_now
 
         result = learn_now(home, cfg, skill=skill, min_new=min_new, replay=replay, log=console.print)
+        if result.status == "busy":  # a cron job must be able to tell that nothing ran
+            err_console.print(f"[bold yellow]busy:[/] {result.reasons[0]}; nothing was learned")
+            raise typer.Exit(EXIT_BUSY)
         console.print(f"[bold]{result.status}[/]" + (f": run {result.run_id}" if result.run_id else "")
                       + (f", candidate {result.candidate}" if result.candidate else "")
                       + (f", report {result.report}" if result.report else ""))

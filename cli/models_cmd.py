@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.common import HomeOption, console, friendly_errors
+from cli.common import Flags, HomeOption, console, friendly_errors
 from memory.presets import DEFAULT_PRESET, PRESETS
 
 app = typer.Typer(help="The model store: base models, learned versions, the champion alias.", no_args_is_help=True)
@@ -16,7 +16,7 @@ app = typer.Typer(help="The model store: base models, learned versions, the cham
 def _store(home):
     from memory.models import ModelStore
 
-    return ModelStore(home)
+    return ModelStore(home, quiet=Flags.quiet)
 
 
 @app.command()

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.common import HomeOption, console, friendly_errors
+from cli.common import HomeOption, console, err_console, friendly_errors
 
 app = typer.Typer(help="Skill packs: tools, demonstrations and held-out eval cases.", no_args_is_help=True)
 
@@ -18,7 +18,13 @@ def _load_pack(pack: str):
     from skills.pack import SkillPack, bundled_pack
 
     path = Path(pack)
-    if path.suffix == ".json" or path.exists():
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.json"))[:3]
+        hint = f" (it holds {', '.join(found)})" if found else ""
+        raise ValueError(f"{pack} is a folder{hint}; give a skill pack JSON file or a bundled pack's name")
+    if path.suffix == ".json" and not path.exists():
+        raise ValueError(f"no file {pack}; give a skill pack JSON file or a bundled pack's name")
+    if path.exists():
         return SkillPack.load(path)
     return SkillPack.load(bundled_pack(pack))  # a bundled pack by name
 
@@ -27,11 +33,13 @@ def _load_pack(pack: str):
 @friendly_errors
 def add(
     pack: Annotated[str, typer.Argument(help="A skill pack JSON file, or the name of a bundled pack (unit_convert, date_math, catalog).")],
+    replace: Annotated[bool, typer.Option("--replace", help="The skill exists with other tools: swap them, after checking that every stored demonstration and eval case still validates.")] = False,
     home: HomeOption = None,
 ):
     """Validate a skill pack and store its tools, demonstrations and eval cases in memory.
 
     An invalid pack is rejected whole, every error naming the item and field; nothing is written.
+    A pack whose skill is installed with other tools is refused unless --replace.
 
     Example: sdft-agent skills add unit_convert
     """
@@ -42,12 +50,14 @@ def add(
     try:
         p = _load_pack(pack)
     except PackError as exc:
-        console.print(f"[bold red]error:[/] {pack} is not a valid skill pack ({len(exc.errors)} problem(s)):")
+        err_console.print(f"[bold red]error:[/] {pack} is not a valid skill pack ({len(exc.errors)} problem(s)):")
         for e in exc.errors:
-            console.print(f"  - {e}")
+            err_console.print(f"  - {e}", markup=False)
         raise typer.Exit(1) from None
     with Memory(home) as memory:
-        counts = install_pack(memory, p)
+        counts = install_pack(memory, p, replace=replace)
+    if counts.get("replaced"):
+        console.print(f"replaced the tools of skill [bold]{p.name}[/]; every stored demonstration and eval case still validates")
     console.print(f"skill [bold]{p.name}[/]: {len(p.tools)} tool(s), {counts['demonstrations_added']} new "
                   f"demonstration(s) ({counts['duplicates']} already known), {counts['eval_cases']} eval case(s)")
 

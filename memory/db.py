@@ -1,7 +1,9 @@
 """Opening memory.db: WAL, busy timeout, bounded WAL, and the schema migrations.
 
 Every process (agent, learner, CLI) opens the database through `open_db`, so the pragmas that
-make one writer plus concurrent readers safe are set in exactly one place.
+make one writer plus concurrent readers safe are set in exactly one place. The file is created
+0600 before SQLite opens it: SQLite gives its -wal and -shm files the database's permissions.
+A file SQLite cannot read as a database raises DatabaseCorrupt, which names the recovery.
 """
 
 from __future__ import annotations
@@ -11,12 +13,36 @@ from pathlib import Path
 
 import sqlite_utils
 
-from memory.home import resolve_home
+from memory.home import private_file, resolve_home
 from memory.schema import migrations
 
 DB_NAME = "memory.db"
 BUSY_TIMEOUT_MS = 30_000
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024  # the WAL file is truncated back to this after checkpoints
+
+
+class DatabaseCorrupt(RuntimeError):
+    """memory.db is damaged; the message says how to recover."""
+
+    def __init__(self, path: Path, cause: BaseException):
+        self.path = path
+        super().__init__(corruption_message(path, cause))
+
+
+def is_corruption(exc: BaseException) -> bool:
+    """SQLite's words for a damaged file (not a busy or locked database, not a bad statement)."""
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    msg = str(exc).lower()
+    return type(exc) is sqlite3.DatabaseError or "malformed" in msg or "not a database" in msg
+
+
+def corruption_message(path: Path, cause: BaseException) -> str:
+    return (
+        f"the memory database {path} is damaged ({cause}).\n"
+        f"Recover what is readable with `sqlite3 {path} .recover | sqlite3 recovered.db` and put "
+        "recovered.db in its place, or move it aside and `sdft-agent memory import` an earlier `memory export`."
+    )
 
 
 def connect(path: Path) -> sqlite_utils.Database:
@@ -33,11 +59,16 @@ def connect(path: Path) -> sqlite_utils.Database:
 
 
 def open_db(home: str | Path | None = None) -> sqlite_utils.Database:
-    """Open (creating if needed) `<home>/memory.db` and bring its schema up to date."""
-    path = resolve_home(home) / DB_NAME
-    db = connect(path)
-    if migrations.pending(db):
-        migrate(db)
+    """Open (creating if needed, private) `<home>/memory.db` and bring its schema up to date."""
+    path = private_file(resolve_home(home) / DB_NAME)
+    try:
+        db = connect(path)
+        if migrations.pending(db):
+            migrate(db)
+    except sqlite3.DatabaseError as exc:
+        if is_corruption(exc):
+            raise DatabaseCorrupt(path, exc) from exc
+        raise
     return db
 
 
