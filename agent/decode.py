@@ -289,15 +289,29 @@ def _check(r: Request, i: int) -> None:
         raise ValueError(f"requests[{i}]: stop must be a list of non-empty strings")
 
 
-def _forced_opening(choice) -> str:
-    """What an unconstrained required / named tool_choice puts at the start of the reply."""
+def _choice(r: Request) -> str | dict:
+    from agent.constrain import normalise_choice
+    from memory.toolschema import tool_name
+
+    return normalise_choice(r.tool_choice, [tool_name(t) for t in r.tools or []])
+
+
+def _constrained(r: Request, choice: str | dict) -> bool:
+    return bool(r.constrain and (r.tools or choice == "none"))
+
+
+def forced_ids(fmt, r: Request) -> list[int]:
+    """The opening an unconstrained "required" / named tool_choice puts at the start of the
+    reply (the first ids of its completion); none when constrained (the grammar does it)."""
     from agent.prompt import CALL_OPEN, call_json
 
-    if choice == "required":
-        return f"{CALL_OPEN}\n"
+    choice = _choice(r)
+    if _constrained(r, choice) or choice in ("auto", "none"):
+        return []
+    text = f"{CALL_OPEN}\n"
     if isinstance(choice, dict):
-        return f"{CALL_OPEN}\n" + call_json({"name": choice["name"], "arguments": {}})[: -len("{}}")]
-    return ""
+        text += call_json({"name": choice["name"], "arguments": {}})[: -len("{}}")]
+    return fmt.tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def _cut(text: str, stop: list[str] | None) -> tuple[str, bool]:
@@ -315,8 +329,7 @@ def complete(
     on_token: Callable[[int, int], Any] | None = None,
 ) -> list[Completion]:
     """One `Completion` per request, in order (see the module docstring)."""
-    from agent.constrain import grammars_for, normalise_choice
-    from memory.toolschema import tool_name
+    from agent.constrain import grammars_for
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -324,17 +337,16 @@ def complete(
         _check(r, i)
     eot = fmt.end_of_turn_id
     tok = fmt.tokenizer
-    choices = [normalise_choice(r.tool_choice, [tool_name(t) for t in r.tools or []]) for r in requests]
-    use_grammar = [bool(r.constrain and (r.tools or c == "none")) for r, c in zip(requests, choices, strict=True)]
+    choices = [_choice(r) for r in requests]
+    use_grammar = [_constrained(r, c) for r, c in zip(requests, choices, strict=True)]
     grammars = grammars_for(tok, eot) if any(use_grammar) else None
-    forced = [[] if g or not _forced_opening(c) else tok(_forced_opening(c), add_special_tokens=False)["input_ids"]
-              for g, c in zip(use_grammar, choices, strict=True)]
+    forced = [forced_ids(fmt, r) for r in requests]
     out: list[list[int]] = [[] for _ in requests]
     stopped = [False] * len(requests)
     grammar_done = [False] * len(requests)
 
     contexts = [r.prompt + f for r, f in zip(requests, forced, strict=True)]
-    k = common_prefix(contexts)
+    k = common_prefix(contexts) if len(contexts) > 1 else 0
     prefix = (k, prefill(model, contexts[0][:k])) if k else None  # once, for every batch
     order = sorted(range(len(requests)), key=lambda i: len(contexts[i]))
     for start in range(0, len(order), batch_size):
@@ -402,9 +414,14 @@ def generate_ids(
     """The new token ids after `input_ids`, ending at (and including) the end-of-turn token
     when the model wrote one. `streamer` (transformers' put/end protocol: the prompt first, then
     each token) and `stopping_criteria` (called with the ids so far) keep `generate()`'s hooks."""
-    ids: list[int] = []
+    request = Request(prompt=list(input_ids), tools=tools, tool_choice=tool_choice, max_new_tokens=max_new_tokens,
+                      min_new_tokens=min_new_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=stop,
+                      constrain=constrain)
+    ids: list[int] = list(forced_ids(fmt, request))
     if streamer is not None:
         streamer.put(torch.tensor([input_ids]))
+        for token in ids:
+            streamer.put(torch.tensor([token]))
 
     def on_token(_i: int, token: int) -> bool:
         ids.append(token)
@@ -416,11 +433,7 @@ def generate_ids(
         return False
 
     try:
-        (c,) = complete(model, fmt, [Request(prompt=list(input_ids), tools=tools, tool_choice=tool_choice,
-                                             max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
-                                             temperature=temperature, top_p=top_p, seed=seed, stop=stop,
-                                             constrain=constrain)],
-                        on_token=on_token)
+        (c,) = complete(model, fmt, [request], on_token=on_token)
     finally:
         if streamer is not None:
             streamer.end()

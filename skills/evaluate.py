@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from agent.decode import default_constrain
 from agent.loop import demonstration_messages  # the agent's own few-shot layout, shared
 from agent.prompt import PromptFormat, call_block, call_json
 from skills.checker import check_calls
@@ -39,6 +40,7 @@ class SuiteResult:
     model: str | None = None
     wall_s: float = 0.0
     notes: list[str] = field(default_factory=list)
+    constrained: bool | None = None  # tool calls decoded under the schema grammar (None: not recorded)
 
     @property
     def n(self) -> int:
@@ -72,7 +74,7 @@ class SuiteResult:
     @classmethod
     def from_dict(cls, d: dict) -> SuiteResult:
         return cls(**{k: d[k] for k in ("name", "kind", "cases", "metric", "higher_is_better",
-                                        "model", "wall_s", "notes") if k in d})
+                                        "model", "wall_s", "notes", "constrained") if k in d})
 
 
 def user_text(messages: list[dict]) -> str:
@@ -121,8 +123,13 @@ def evaluate_skill(
     max_new_tokens: int | None = None,
     model_name: str | None = None,
     fmt: PromptFormat | None = None,
+    constrain: bool | None = None,
 ) -> SuiteResult:
     """Answer every case greedily and judge its calls against `expected`.
+
+    constrain: tool calls follow the tools' schemas (agent.constrain), as the agent serves them;
+    None: agent.decode.default_constrain() (on unless SDFT_AGENT_CONSTRAIN=0). Recorded in the
+    result (`constrained`, and a "decoding: …" note).
 
     cases: [{"messages", "expected", "id"?}] (ids default to the position). A case is right when
     the reply's calls parse, satisfy the tool schemas and match `expected` (skills.checker).
@@ -134,7 +141,9 @@ def evaluate_skill(
     shown = [recaller(c["messages"], recall) if recall else [] for c in cases]
     prompts = [fmt.encode(with_demonstrations(c["messages"], d), tools) for c, d in zip(cases, shown, strict=True)]
     budget = max_new_tokens or answer_budget(fmt, cases)
-    texts = generate_texts(model, fmt, prompts, max_new_tokens=budget, batch_size=batch_size)
+    constrained = default_constrain() if constrain is None else bool(constrain)
+    texts = generate_texts(model, fmt, prompts, max_new_tokens=budget, batch_size=batch_size,
+                           tools=tools, constrain=constrained)
     results = []
     for i, (case, text, demos) in enumerate(zip(cases, texts, shown, strict=True)):
         parsed = fmt.parse(text, tools)
@@ -157,9 +166,10 @@ def evaluate_skill(
             "recalled": [d.get("id") for d in demos],
             "prompt_tokens": len(prompts[i]),
         })
+    notes = [f"recall {recall}"] if recall else []
     return SuiteResult(name=name, kind="skill", cases=results, model=model_name,
-                       wall_s=time.perf_counter() - t0,
-                       notes=[f"recall {recall}"] if recall else [])
+                       wall_s=time.perf_counter() - t0, constrained=constrained,
+                       notes=[*notes, f"decoding: {'constrained' if constrained else 'free'}"])
 
 
 def evaluate_memory_skill(model, tokenizer, memory, skill: str, **kwargs) -> SuiteResult:

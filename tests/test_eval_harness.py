@@ -56,7 +56,7 @@ class Scripted:
         self.answers = answers or ANSWERS
         self.calls = []
 
-    def __call__(self, model, fmt, prompts, *, max_new_tokens, batch_size):
+    def __call__(self, model, fmt, prompts, *, max_new_tokens, batch_size, **decoding):
         self.calls.append((len(prompts), max_new_tokens, batch_size))
         texts = []
         for ids in prompts:
@@ -146,7 +146,7 @@ def test_recall_puts_similar_demonstrations_in_context(tiny_tokenizer, tmp_path,
     assert [c["recalled"] for c in r.cases] == expected_ids and all(len(x) == 3 for x in expected_ids)
     assert [c["recalled"] for c in plain.cases] == [[], []]
     assert all(a["prompt_tokens"] > b["prompt_tokens"] for a, b in zip(r.cases, plain.cases, strict=True))
-    assert r.notes == ["recall 3"]
+    assert r.notes == ["recall 3", "decoding: constrained"]
     # a pack that is not installed recalls from its own demonstrations the same way
     from_pack = evaluate_pack(None, tiny_tokenizer, pack, recall=3, max_new_tokens=4)
     assert [c["prompt_tokens"] for c in from_pack.cases] == [c["prompt_tokens"] for c in r.cases]
