@@ -17,14 +17,15 @@ from dataclasses import asdict, dataclass, field, fields
 
 from learner.teacher_templates import TEMPLATES
 
-METHODS = ("sdft", "sft")
+METHODS = ("sdft", "sft", "auto")  # auto: per skill, SDFT where its teacher can teach (learner.competence)
+RETENTION = ("none", "kl", "self_replay")
 TEACHERS = ("ema", "base", "live")
 DIVERGENCES = ("forward", "reverse", "jsd")
 
 
 @dataclass
 class LearnConfig:
-    method: str = "sdft"  # sdft | sft
+    method: str = "sdft"  # sdft | sft | auto (per skill, by the competence measurement)
 
     # ---- LoRA (both methods) ---------------------------------------------------------------
     lora_r: int = 16
@@ -58,6 +59,31 @@ class LearnConfig:
     teacher_rollout_fraction: float = 0.0  # λ: share of rollouts sampled from the teacher
     sft_warmup_steps: int = 0  # first optimizer steps on the SFT loss (the EMA teacher follows)
 
+    # ---- per-skill switch (method="auto") ----------------------------------------------------
+    competence_n: int = 6  # demonstrations per skill the teacher is tried on (one T=1 sample each)
+    competence_threshold: float = 0.5  # share of checker-verified teacher calls that means "can teach"
+    competence_max_new_tokens: int = 96
+
+    # ---- retention (both methods; learner.retention) ---------------------------------------
+    # kl: on-policy student samples on retention prompts, full-vocabulary forward
+    #     KL(champion ‖ student), the champion being the same weights with the adapter off;
+    # self_replay: cross-entropy on the champion's own greedy answers to those prompts.
+    retention: str = "none"  # none | kl | self_replay
+    retention_beta: float = 1.0  # weight of the retention loss beside the new-skill loss
+    retention_batch: int = 4  # retention prompts per optimizer step
+    retention_prompts: int = 32  # size of the run's retention pool (seeded sample)
+    retention_max_new_tokens: int = 48  # sample / greedy answer length on retention prompts
+    retention_temperature: float = 1.0  # on-policy sampling temperature (kl)
+    retention_tools_share: float = 0.5  # share of everyday prompts asked with installed tools offered
+    retention_demo_share: float = 0.25  # share of the pool taken from earlier skills' demonstrations
+
+    # ---- no memorising (both methods; learner.early_stop) ----------------------------------
+    holdout_fraction: float = 0.0  # share of the new demonstrations held out (never trained on)
+    eval_every: int = 2  # optimizer steps between held-out evaluations
+    patience: int = 2  # evaluations without improvement before stopping
+    min_delta: float = 0.0  # an improvement smaller than this does not count
+    restore_best: bool = True  # end with the adapter of the best held-out loss
+
     # ---- memory / speed (both methods) -----------------------------------------------------
     chunk_size: int = 16  # completion positions per full-vocabulary chunk in the loss
     gradient_checkpointing: bool = False
@@ -86,6 +112,18 @@ class LearnConfig:
             (self.lr > 0, "lr must be positive"),
             (self.chunk_size >= 1, "chunk_size must be at least 1"),
             (0.0 <= self.warmup_ratio < 1.0, "warmup_ratio must be in [0, 1)"),
+            (self.retention in RETENTION, f"retention must be one of {', '.join(RETENTION)}"),
+            (self.retention_beta >= 0.0, "retention_beta must be 0 or more"),
+            (self.retention_batch >= 1 and self.retention_prompts >= 1,
+             "retention_batch and retention_prompts must be at least 1"),
+            (self.retention_max_new_tokens >= 1, "retention_max_new_tokens must be at least 1"),
+            (self.retention_temperature >= 0.0, "retention_temperature must be 0 (greedy) or more"),
+            (0.0 <= self.retention_tools_share <= 1.0, "retention_tools_share must be in [0, 1]"),
+            (0.0 <= self.retention_demo_share <= 1.0, "retention_demo_share must be in [0, 1]"),
+            (0.0 <= self.holdout_fraction < 1.0, "holdout_fraction must be in [0, 1)"),
+            (self.eval_every >= 1 and self.patience >= 1, "eval_every and patience must be at least 1"),
+            (self.competence_n >= 1, "competence_n must be at least 1"),
+            (0.0 <= self.competence_threshold <= 1.0, "competence_threshold must be in [0, 1]"),
         ]
         for ok, message in checks:
             if not ok:

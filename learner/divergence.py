@@ -57,8 +57,9 @@ def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
 
 def sequence_weights(mask: torch.Tensor, n_sequences: int) -> torch.Tensor:
     """Weights that turn Σ weight·value into "mean over a sequence's trained tokens, then mean
-    over `n_sequences` sequences" (a sequence with no trained token counts as 0)."""
-    mask = mask.float()
+    over `n_sequences` sequences" (a sequence with no trained token counts as 0). A floating
+    mask keeps its dtype (float64 for a float64 model), a boolean one becomes float32."""
+    mask = mask if mask.is_floating_point() else mask.float()
     return mask / mask.sum(-1, keepdim=True).clamp(min=1.0) / n_sequences
 
 

@@ -23,6 +23,7 @@ class Example:
     completion_text: str  # PromptFormat.completion_text(message, messages, tools); ends at end of turn
     is_tool_call: bool  # the completion opens with the format's tool-call prefix
     demo_id: int | None = None
+    skill: str | None = None
 
 
 @dataclass
@@ -44,7 +45,8 @@ def assistant_message(demo: dict) -> dict:
 
 
 def make_example(fmt: PromptFormat, messages: list[dict], message: dict,
-                 tools: list[dict] | None = None, demo_id: int | None = None) -> Example:
+                 tools: list[dict] | None = None, demo_id: int | None = None,
+                 skill: str | None = None) -> Example:
     if not messages or messages[-1]["role"] == "assistant":
         raise ValueError(
             f"demonstration {demo_id}: the conversation prefix must end with a user or tool turn"
@@ -57,6 +59,7 @@ def make_example(fmt: PromptFormat, messages: list[dict], message: dict,
         completion_text=text,
         is_tool_call=bool(message.get("tool_calls")) and text.startswith(fmt.tool_call_prefix()),
         demo_id=demo_id,
+        skill=skill,
     )
 
 
@@ -83,7 +86,8 @@ def examples_from_demonstrations(
     for d in demos:
         if not d.get("tool_calls") and not d.get("content"):
             raise ValueError(f"demonstration {d.get('id')}: no tool calls and no content to learn")
-        out.append(make_example(fmt, d["messages"], assistant_message(d), tools_of(d.get("skill")), d.get("id")))
+        out.append(make_example(fmt, d["messages"], assistant_message(d), tools_of(d.get("skill")), d.get("id"),
+                                d.get("skill")))
     return out
 
 

@@ -1,17 +1,22 @@
 """The training loop, shared by SDFT and SFT, under `accelerate`.
 
+    before the first step (the model is still the champion): per-skill method choice
+    (method="auto", learner.competence); self-replay targets (learner.retention)
     for each optimizer step:
-        for each micro-batch of this process's share of the step's examples:
+        retention micro-batch (optional, weight β): KL to the champion on the student's own
+            samples of retention prompts, or cross-entropy on the champion's answers
+        for each micro-batch of this process's share of the step's examples (split by method):
             targets  = objective.targets(batch)           # SDFT: rollouts + teacher hidden states
                                                           # SFT:  the demonstration tokens
             hidden   = student's final hidden states at completion positions (one forward)
             loss     = Σ_chunks objective.token_loss(head(hidden[:, chunk])) · weights
             backward (chunk by chunk into hidden, then once through the model)
         clip grad-norm, AdamW step, cosine schedule step, objective.after_step()  # EMA teacher
+        every eval_every steps (optional): held-out demonstrations' loss; stop when it stalls
 
 Run by `accelerate launch` or `torchrun`, the same code is DDP: every process takes its own
 slice of each step's examples and gradients are averaged. Gradient accumulation is done here
-(no_sync on all but the last micro-batch), so leave accelerate's own accumulation at 1.
+(no_sync on all but the last backward of a step), so leave accelerate's own accumulation at 1.
 """
 
 from __future__ import annotations
@@ -30,10 +35,19 @@ from transformers import get_cosine_schedule_with_warmup
 
 from agent.prompt import PromptFormat
 from learner.batch import completion_hidden, pack, prefix_groups, trained_mask
+from learner.competence import choose_methods
 from learner.config import LearnConfig
 from learner.divergence import chunked_backward, sequence_weights
+from learner.early_stop import EarlyStopper, mean_cross_entropy
 from learner.examples import EncodedExample, Example, encode_example
 from learner.lora import attach_lora
+from learner.retention import (
+    RetentionPrompt,
+    champion_answers,
+    encode_pool,
+    retention_batch,
+    retention_objective,
+)
 from learner.sdft import SDFTObjective
 from learner.sft import SFTObjective
 
@@ -91,11 +105,13 @@ def step_batches(step: int, plan: Plan, cfg: LearnConfig, rank: int, seed: int) 
 
 def micro_step(objective, wrapped, peft_model, batch: list[EncodedExample], n_sequences: int,
                cfg: LearnConfig, pad_id: int, generator=None,
-               backward: Callable | None = None, no_sync: Callable | None = None) -> dict:
+               backward: Callable | None = None, no_sync: Callable | None = None,
+               scale: float = 1.0) -> dict:
     """Targets, then teacher pass, student forward, chunked loss and backward for one
     micro-batch, one prefix group at a time (learner.batch.prefix_groups; one group unless the
     batch mixes prompts). Gradients accumulate over the groups; `no_sync()` (DDP) wraps every
-    group's backward but the last, so one all-reduce is made per micro-batch. Returns sums."""
+    group's backward but the last, so one all-reduce is made per micro-batch. The loss is the
+    mean over `n_sequences` sequences, times `scale` (the retention term's β). Returns sums."""
     t0 = time.perf_counter()
     targets = objective.targets(batch, generator, teacher=False)  # SDFT: the rollouts, whole batch
     t1 = time.perf_counter()
@@ -113,7 +129,7 @@ def micro_step(objective, wrapped, peft_model, batch: list[EncodedExample], n_se
                       cfg.min_shared_prefix)
         sub.completion_ids = packed.completion_ids
         mask = trained_mask(packed.completion_mask, sub.starts)
-        weights = sequence_weights(mask, n_sequences)
+        weights = sequence_weights(mask.to(head.weight.dtype), n_sequences) * scale
         token_sum = torch.zeros((), device=packed.input_ids.device)
 
         def chunk_loss(logits, sl, sub=sub, mask=mask, weights=weights):
@@ -143,6 +159,21 @@ def micro_step(objective, wrapped, peft_model, batch: list[EncodedExample], n_se
     }
 
 
+LABELS = ("sft", "sdft", "retention")  # the loss terms of a step, in the order they are reported
+SUM_KEYS = ("loss", "token_loss_sum", "trained_tokens", "completion_tokens", "sequences", "targets_s",
+            "train_s", "teacher_rollouts", "seconds")
+
+
+def _token_key(label: str, cfg: LearnConfig) -> str:
+    if label == "retention":
+        return "retention_kl" if cfg.retention == "kl" else "retention_ce"
+    return "divergence" if label == "sdft" else "cross_entropy"
+
+
+def _snapshot(params) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in params]
+
+
 def train(
     model,
     tokenizer,
@@ -152,91 +183,184 @@ def train(
     accelerator: Accelerator | None = None,
     progress: bool = True,
     on_step: Callable[[dict], None] | None = None,
+    heldout: list[Example] | None = None,
+    retention: list[RetentionPrompt] | None = None,
 ) -> TrainResult:
-    """Train a LoRA student on `examples` with `cfg.method`; returns the PEFT model.
+    """Train a LoRA student on `examples`; returns the PEFT model.
 
-    `on_step(metrics)` is called on the main process after every optimizer step.
+    The new-skill loss is `cfg.method`'s, or with method "auto" chosen per skill by the
+    competence measurement (learner.competence), run on `model` before the adapter is attached.
+    `retention`: prompts for the retention term (cfg.retention kl or self_replay), one micro-batch
+    of `cfg.retention_batch` of them per step, weighted `cfg.retention_beta`. `heldout`:
+    demonstrations never trained on, whose loss is measured every `cfg.eval_every` steps; the
+    run stops after `cfg.patience` evaluations without improvement and (cfg.restore_best) ends
+    with the adapter of the best one. `on_step(metrics)` is called on the main process after
+    every optimizer step.
     """
     accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
     set_seed(cfg.seed)
     fmt = PromptFormat(tokenizer)
-    encoded = [encode_example(ex, fmt, cfg.teacher_template, cfg.force_tool_prefix and cfg.method == "sdft")
-               for ex in examples]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else fmt.end_of_turn_id
     stop_ids = {fmt.end_of_turn_id} | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
+    generator = torch.Generator(device=accelerator.device)
+    generator.manual_seed(cfg.seed * 1_000_003 + accelerator.process_index + 1)
+
+    # Before the adapter exists the model is the champion: measure the teacher, answer as it.
+    t_prep = time.perf_counter()
+    methods, method_choice = choose_methods(model, tokenizer, examples, cfg, generator)
+    encoded = [encode_example(ex, fmt, cfg.teacher_template, cfg.force_tool_prefix and m == "sdft")
+               for ex, m in zip(examples, methods, strict=True)]
+    held = [encode_example(ex, fmt, cfg.teacher_template) for ex in heldout or []]
+    pool = encode_pool(retention, fmt) if retention and cfg.retention != "none" else []
+    if pool and cfg.retention == "self_replay":
+        champion_answers(model, pool, cfg, stop_ids, pad_id)
+    prep_s = time.perf_counter() - t_prep
 
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    peft_model = attach_lora(model, cfg)
+    uses_sdft = "sdft" in methods
+    peft_model = attach_lora(model, cfg, teacher_adapter=uses_sdft and cfg.teacher == "ema")
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     plan = plan_steps(len(encoded), cfg, accelerator.num_processes)
     scheduler = get_cosine_schedule_with_warmup(optimizer, plan.warmup_steps, plan.total_steps)
     # The scheduler stays unprepared: accelerate's wrapper would step it once per process.
     wrapped, optimizer = accelerator.prepare(peft_model, optimizer)
-    objective = OBJECTIVES[cfg.method](peft_model, cfg, stop_ids, pad_id)
-    warmup = (SFTObjective(peft_model, cfg, stop_ids, pad_id)
-              if cfg.method == "sdft" and cfg.sft_warmup_steps > 0 else None)
-    generator = torch.Generator(device=accelerator.device)
-    generator.manual_seed(cfg.seed * 1_000_003 + accelerator.process_index + 1)
+    objectives = {m: OBJECTIVES[m](peft_model, cfg, stop_ids, pad_id) for m in dict.fromkeys(methods)}
+    warmup = SFTObjective(peft_model, cfg, stop_ids, pad_id) if uses_sdft and cfg.sft_warmup_steps > 0 else None
+    keep = retention_objective(peft_model, cfg, stop_ids, pad_id) if pool and cfg.retention_beta > 0 else None
 
     def backward(t, g):
         accelerator.backward(t, gradient=g)
 
+    def no_sync():
+        return accelerator.no_sync(wrapped)
+
     result = TrainResult(peft_model, plan)
+    stopper = EarlyStopper(cfg.patience, cfg.min_delta) if held else None
+    best = None
+    heldout_initial = None
+    if stopper is not None:
+        heldout_initial = mean_cross_entropy(peft_model, held, pad_id, cfg.batch_size, cfg.min_shared_prefix,
+                                             cfg.chunk_size)
+        stopper.update(0, heldout_initial)
+        best = _snapshot(params)
     bar = tqdm(total=plan.total_steps, desc=cfg.method, unit="step", dynamic_ncols=True,
                disable=not (progress and accelerator.is_main_process))
     started = time.perf_counter()
+    n_seq = cfg.batch_size * cfg.grad_accum
+    world = accelerator.num_processes
     for step in range(plan.total_steps):
         t0 = time.perf_counter()
-        micro = step_batches(step, plan, cfg, accelerator.process_index, cfg.seed)
-        step_objective = warmup if warmup is not None and step < cfg.sft_warmup_steps else objective
-        stats = []
-        for j, idx in enumerate(micro):
-            sync = j == len(micro) - 1
-            with nullcontext() if sync else accelerator.no_sync(wrapped):
-                stats.append(micro_step(step_objective, wrapped, peft_model, [encoded[i] for i in idx],
-                                        cfg.batch_size * cfg.grad_accum, cfg, pad_id, generator, backward,
-                                        no_sync=lambda: accelerator.no_sync(wrapped)))
+        calls = []  # (label, objective, batch, n_sequences, scale): one backward each, the last synced
+        if keep is not None:
+            idx = retention_batch(step, len(pool), cfg, accelerator.process_index, world)
+            calls.append(("retention", keep, [pool[i] for i in idx], cfg.retention_batch, cfg.retention_beta))
+        for idx in step_batches(step, plan, cfg, accelerator.process_index, cfg.seed):
+            for m in objectives:
+                rows = [i for i in idx if methods[i] == m]
+                if not rows:
+                    continue
+                objective = warmup if m == "sdft" and warmup is not None and step < cfg.sft_warmup_steps else objectives[m]
+                calls.append((objective.name, objective, [encoded[i] for i in rows], n_seq, 1.0))
+        sums = {label: dict.fromkeys(SUM_KEYS, 0.0) for label in LABELS}
+        for j, (label, objective, batch, n, scale) in enumerate(calls):
+            tc = time.perf_counter()
+            with nullcontext() if j == len(calls) - 1 else no_sync():
+                got = micro_step(objective, wrapped, peft_model, batch, n, cfg, pad_id, generator, backward,
+                                 no_sync=no_sync, scale=scale)
+            got["seconds"] = time.perf_counter() - tc
+            for k in SUM_KEYS:
+                sums[label][k] += got.get(k, 0)
         grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        objective.after_step()  # the EMA teacher follows the student through a warm-up too
+        for objective in objectives.values():
+            objective.after_step()  # the EMA teacher follows the student through a warm-up too
         seconds = time.perf_counter() - t0
 
-        keys = ["loss", "token_loss_sum", "trained_tokens", "completion_tokens", "sequences",
-                "targets_s", "train_s", "teacher_rollouts"]
-        local = torch.tensor([sum(s.get(k, 0) for s in stats) for k in keys], dtype=torch.float64,
+        local = torch.tensor([sums[label][k] for label in LABELS for k in SUM_KEYS], dtype=torch.float64,
                              device=accelerator.device)
-        total = dict(zip(keys, accelerator.reduce(local, "sum").tolist(), strict=True))
-        world = accelerator.num_processes
+        flat = accelerator.reduce(local, "sum").tolist()
+        total = {label: dict(zip(SUM_KEYS, flat[i * len(SUM_KEYS):(i + 1) * len(SUM_KEYS)], strict=True))
+                 for i, label in enumerate(LABELS)}
+        skill = [total[label] for label in ("sft", "sdft")]
+        completion = sum(t["completion_tokens"] for t in skill)
         metrics = {
             "step": step + 1,
-            "loss": total["loss"] / world,
-            ("divergence" if step_objective.name == "sdft" else "cross_entropy"): total["token_loss_sum"] / max(total["trained_tokens"], 1),
+            "loss": sum(t["loss"] for t in total.values()) / world,
             "grad_norm": float(grad_norm),
             "lr": lr,
-            "completion_tokens": int(total["completion_tokens"]),
-            "trained_tokens": int(total["trained_tokens"]),
-            "tokens_per_s": total["completion_tokens"] / seconds,
+            "completion_tokens": int(completion),
+            "trained_tokens": int(sum(t["trained_tokens"] for t in skill)),
+            "tokens_per_s": completion / seconds,
             "step_s": seconds,
-            "targets_s": total["targets_s"] / world,
-            "train_s": total["train_s"] / world,
+            "targets_s": sum(t["targets_s"] for t in total.values()) / world,
+            "train_s": sum(t["train_s"] for t in total.values()) / world,
         }
-        if cfg.method == "sdft" and cfg.teacher_rollout_fraction > 0:
-            metrics["teacher_rollouts"] = int(total["teacher_rollouts"])
+        for label in LABELS:
+            t = total[label]
+            if t["sequences"]:
+                metrics[_token_key(label, cfg)] = t["token_loss_sum"] / max(t["trained_tokens"], 1)
+        if keep is not None:
+            metrics["retention_loss"] = total["retention"]["loss"] / world
+            metrics["retention_tokens"] = int(total["retention"]["completion_tokens"])
+            metrics["retention_s"] = total["retention"]["seconds"] / world
+        if uses_sdft and cfg.teacher_rollout_fraction > 0:
+            metrics["teacher_rollouts"] = int(total["sdft"]["teacher_rollouts"])
+        stop = False
+        if stopper is not None and ((step + 1) % cfg.eval_every == 0 or step + 1 == plan.total_steps):
+            metrics["heldout_loss"] = mean_cross_entropy(peft_model, held, pad_id, cfg.batch_size,
+                                                         cfg.min_shared_prefix, cfg.chunk_size)
+            stop = stopper.update(step + 1, metrics["heldout_loss"])
+            if stopper.improved_last:
+                best = _snapshot(params)
         result.history.append(metrics)
         if accelerator.is_main_process:
-            key = "divergence" if step_objective.name == "sdft" else "cross_entropy"
-            bar.set_postfix(loss=f"{metrics['loss']:.4f}", **{key[:3]: f"{metrics[key]:.4f}"},
+            key = _token_key(methods[0], cfg)
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}", **{key[:3]: f"{metrics.get(key, 0):.4f}"},
                             tok_s=f"{metrics['tokens_per_s']:.0f}")
             bar.update(1)
             if on_step is not None:
                 on_step(metrics)
+        if stop:
+            break
     bar.close()
-    result.summary = summarize(result.history, time.perf_counter() - started)
+    restored = False
+    if stopper is not None and cfg.restore_best and not stopper.improved_last:
+        with torch.no_grad():
+            for p, saved in zip(params, best, strict=True):
+                p.copy_(saved)
+        restored = True
+    seconds = time.perf_counter() - started
+    result.summary = summarize(result.history, seconds)
+    result.summary.update(
+        planned_steps=plan.total_steps,
+        prepare_s=prep_s,
+        methods={m: methods.count(m) for m in dict.fromkeys(methods)},
+        method_choice=method_choice,
+        why_method={s: c["why"] for s, c in method_choice.items()},
+        train_loss_final=mean_cross_entropy(peft_model, encoded, pad_id, cfg.batch_size, cfg.min_shared_prefix,
+                                            cfg.chunk_size),
+    )
+    if stopper is not None:
+        result.summary.update(
+            heldout_n=len(held),
+            heldout_loss_initial=heldout_initial,
+            heldout_loss_final=stopper.best if restored or stopper.improved_last else result.history[-1]["heldout_loss"],
+            heldout_best_step=stopper.best_step,
+            early_stopped_at=stopper.stopped_at,
+            restored_best=restored,
+        )
+    if pool:
+        sources: dict[str, int] = {}
+        for p in retention:
+            kind = p.source.split(":")[0]
+            sources[kind] = sources.get(kind, 0) + 1
+        result.summary["retention"] = {"kind": cfg.retention, "beta": cfg.retention_beta, "pool": len(pool),
+                                       "sources": sources}
     peft_model.eval()
     return result
 
@@ -245,14 +369,19 @@ def summarize(history: list[dict], seconds: float) -> dict:
     if not history:
         return {"steps": 0}
     tokens = sum(h["completion_tokens"] for h in history)
-    key = "divergence" if "divergence" in history[-1] else "cross_entropy"
-    return {
+    out = {
         "steps": len(history),
         "loss_first": history[0]["loss"],
         "loss_last": history[-1]["loss"],
         "loss_mean": sum(h["loss"] for h in history) / len(history),
-        f"{key}_last": history[-1][key],
         "completion_tokens": tokens,
         "seconds": seconds,
         "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
     }
+    for key in ("cross_entropy", "divergence", "retention_kl", "retention_ce", "heldout_loss"):
+        seen = [h[key] for h in history if key in h]
+        if seen:
+            out[f"{key}_last"] = seen[-1]
+    if any("retention_s" in h for h in history):
+        out["retention_s"] = sum(h.get("retention_s", 0.0) for h in history)
+    return out

@@ -179,8 +179,8 @@ def test_training_updates_the_ema_teacher_after_every_step(tiny_model, tiny_toke
     import learner.train as train_mod
     real_attach = train_mod.attach_lora
 
-    def attach(model, cfg):
-        holder["model"] = real_attach(model, cfg)
+    def attach(model, cfg, **kw):
+        holder["model"] = real_attach(model, cfg, **kw)
         return holder["model"]
 
     train_mod.attach_lora, saved = attach, train_mod.attach_lora

@@ -1,0 +1,126 @@
+"""Retention self-distillation: while a run learns a new skill, pull the student back toward the
+champion on prompts whose answers should not change (DESIGN.md §3, "measured in wave 1").
+
+The champion is the weights the LoRA sits on, so its distribution is the same model with the
+adapter disabled: no second copy of the weights.
+
+- kl (on-policy): the student samples an answer to each retention prompt; at every position of
+  that sample the loss is the full-vocabulary forward KL(champion ‖ student). This is SDFT's
+  training step with the base teacher and a teacher prompt equal to the student's, so it reuses
+  SDFTObjective; nothing is masked (there is no teacher phrasing to avoid copying).
+- self_replay (off-policy, cheaper): cross-entropy on the champion's own greedy answers to the
+  same prompts, computed once before the first step.
+
+Both are weighted β beside the new-skill loss (LearnConfig.retention_beta). Before the first
+step the adapter is zero, so the student is the champion and the KL is exactly 0.
+
+Retention prompts: everyday requests (skills.retention), the same asked with installed tools
+offered (requests that need none), and the prompts of earlier skills' demonstrations.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+
+import torch
+
+from agent.decode import decode
+from agent.prompt import PromptFormat
+from learner.examples import EncodedExample, Example
+from learner.sdft import SDFTObjective
+from learner.sft import SFTObjective
+
+
+@dataclass
+class RetentionPrompt:
+    messages: list[dict]
+    tools: list[dict] | None
+    source: str  # everyday | everyday+tools | demo:<skill>
+
+
+def build_pool(cfg, everyday: list[list[dict]], tool_sets: list[list[dict]],
+               earlier: list[RetentionPrompt]) -> list[RetentionPrompt]:
+    """A seeded pool of `cfg.retention_prompts` prompts: a share from earlier skills'
+    demonstrations, the rest everyday requests, a share of those asked with one of `tool_sets`
+    offered (cycled in order, so the first set, the skill being learned, comes most often)."""
+    rng = random.Random(cfg.seed * 31 + 7)
+    n = cfg.retention_prompts
+    n_demo = min(len(earlier), round(n * cfg.retention_demo_share))
+    pool = rng.sample(earlier, n_demo)
+    chosen = rng.sample(everyday, min(len(everyday), n - n_demo))
+    sets = [s for s in tool_sets if s]
+    n_tools = round(len(chosen) * cfg.retention_tools_share) if sets else 0
+    for k, messages in enumerate(chosen):
+        if k < n_tools:
+            pool.append(RetentionPrompt(messages, sets[k % len(sets)], "everyday+tools"))
+        else:
+            pool.append(RetentionPrompt(messages, None, "everyday"))
+    rng.shuffle(pool)
+    return pool
+
+
+def pool_from_memory(memory, cfg, new_examples: list[Example]) -> list[RetentionPrompt]:
+    """The run's retention pool: tools of the skills being learned first, then the other
+    installed skills'; earlier demonstrations are those a previous run used."""
+    from skills.retention import everyday_messages
+
+    learning = list(dict.fromkeys(e.skill for e in new_examples if e.skill))
+    others = [s["name"] for s in memory.list_skills() if s["name"] not in learning]
+    tool_sets = [memory.tools_for(s) for s in learning + others]
+    new_ids = {e.demo_id for e in new_examples}
+    earlier = [RetentionPrompt(list(d["messages"]), memory.tools_for(d["skill"]) or None, f"demo:{d['skill']}")
+               for d in memory.demonstrations() if d.get("used_in_runs") and d["id"] not in new_ids]
+    return build_pool(cfg, everyday_messages(), tool_sets, earlier)
+
+
+def encode_pool(pool: list[RetentionPrompt], fmt: PromptFormat) -> list[EncodedExample]:
+    """Token ids for each prompt; the teacher (the champion) reads the student's own prompt."""
+    out = []
+    for p in pool:
+        ids = fmt.encode(p.messages, p.tools)
+        out.append(EncodedExample(example=None, prompt_ids=ids, completion_ids=[], teacher_prompt_ids=ids,
+                                  forced_ids=[]))
+    return out
+
+
+def kl_config(cfg):
+    """The SDFT settings that make its step the retention KL."""
+    return replace(cfg, method="sdft", teacher="base", divergence="forward", skip_first=0,
+                   max_new_tokens=cfg.retention_max_new_tokens, temperature=cfg.retention_temperature,
+                   top_p=1.0, teacher_rollout_fraction=0.0, force_tool_prefix=False, sft_warmup_steps=0)
+
+
+@torch.no_grad()
+def champion_answers(model, encoded: list[EncodedExample], cfg, stop_ids: set[int], pad_id: int) -> None:
+    """Fill each prompt's completion with the champion's greedy answer (self-replay targets).
+    Call with the adapter off or before it is attached: the weights are then the champion's."""
+    was = model.training
+    model.eval()
+    try:
+        for i in range(0, len(encoded), cfg.batch_size):
+            chunk = encoded[i:i + cfg.batch_size]
+            got = decode(model, [e.prompt_ids for e in chunk], max_new_tokens=cfg.retention_max_new_tokens,
+                         stop_ids=stop_ids, pad_id=pad_id, temperature=0.0,
+                         min_shared_prefix=cfg.min_shared_prefix)
+            for e, c in zip(chunk, got, strict=True):
+                e.completion_ids = c
+    finally:
+        model.train(was)
+
+
+def retention_objective(peft_model, cfg, stop_ids: set[int], pad_id: int):
+    """The objective of the retention micro-batch (cfg.retention must not be "none")."""
+    if cfg.retention == "kl":
+        return SDFTObjective(peft_model, kl_config(cfg), stop_ids, pad_id)
+    if cfg.retention == "self_replay":
+        return SFTObjective(peft_model, cfg, stop_ids, pad_id)
+    raise ValueError(f"no retention objective for retention={cfg.retention!r}")
+
+
+def retention_batch(step: int, n_pool: int, cfg, rank: int = 0, world: int = 1) -> list[int]:
+    """Pool indices for optimizer step `step` on process `rank`: the pool read in a seeded
+    order, `retention_batch` prompts per process per step, wrapping around."""
+    order = torch.randperm(n_pool, generator=torch.Generator().manual_seed(cfg.seed * 104729 + 11)).tolist()
+    start = (step * world + rank) * cfg.retention_batch
+    return [order[(start + i) % n_pool] for i in range(cfg.retention_batch)]
