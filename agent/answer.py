@@ -21,7 +21,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-MARKUP = re.compile(r"<\|[^<>|\s]{1,40}\|>|&lt;\|?|</?tool_(?:call|response)>|</?tools>|\{\s*\"|\"\s*:")
+# Chat/tool markup, tags, code fences and JSON braces: none belongs in a sentence for a person.
+MARKUP = re.compile(r"<\|[^<>|\s]{1,40}\|>|&lt;|</?[A-Za-z_][\w-]*>|```|[{}]|\"\s*:")
 _NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?(?![\w])|(?<![\w.])-?\.\d+")
 _WORD = re.compile(r"[^\W\d_]{2,}")
 YES_WORDS = ("yes", "true", "is in stock", "available", "in stock")
@@ -46,7 +47,8 @@ def answer_after_tools(reply: str, results: list[dict]) -> Answer:
 
 
 def is_prose(text: str) -> bool:
-    """Readable text: some words, no chat/tool markup, not a JSON payload."""
+    """Readable text: some words; no chat/tool markup, tags, code fences or braces; not a
+    JSON payload."""
     text = (text or "").strip()
     if not text or MARKUP.search(text) or text[0] in "{[<":
         return False

@@ -31,6 +31,7 @@ DAYS = result("days_between", days_between, start="2024-01-01", end="2024-03-01"
     "Sure! Let me know if you need anything else.",  # prose without the result
     "5 miles is 8 kilometers.",  # rounded past what the result says
     "<|im_start|>assistant\n5 miles is 8.05 km",
+    'Use this:\n```python\nprint(f"{8.04672} kilometer")\n```',  # seen from SmolLM2 in the benchmark
     "",
 ])
 def test_unusable_replies_are_replaced_by_a_grounded_sentence(reply):
