@@ -47,7 +47,7 @@ def answer_after_tools(reply: str, results: list[dict]) -> Answer:
 
 
 def is_prose(text: str) -> bool:
-    """Readable text: some words; no chat/tool markup, tags, code fences or braces; not a
+    """Readable text: a word at least; no chat/tool markup, tags, code fences or braces; not a
     JSON payload."""
     text = (text or "").strip()
     if not text or MARKUP.search(text) or text[0] in "{[<":
@@ -57,7 +57,7 @@ def is_prose(text: str) -> bool:
         return False  # a bare number, string or payload
     except ValueError:
         pass
-    return len(_WORD.findall(text)) >= 2
+    return bool(_WORD.search(text))
 
 
 def is_grounded(text: str, content: str) -> bool:

@@ -174,7 +174,7 @@ def test_agent_sends_exactly_the_learners_student_prompt_single_turn(template_ki
 
 
 def test_agent_sends_exactly_the_learners_student_prompt_after_tool_results(template_kind):
-    llm, model, tok = scripted_llm([call("multiply", a=6, b=7), "42"], kind=template_kind)
+    llm, model, tok = scripted_llm([call("multiply", a=6, b=7), "It is 42."], kind=template_kind)
     agent = Agent(llm, [(MULTIPLY, lambda a, b: a * b)], config=AgentConfig(recall_k=0))
     episode = agent.run(QUESTION)
     conversation = [
@@ -185,7 +185,7 @@ def test_agent_sends_exactly_the_learners_student_prompt_after_tool_results(temp
     fmt = PromptFormat(tok)
     assert model.inputs[1] == fmt.encode(conversation, [MULTIPLY])
     assert model.inputs[0] == fmt.encode(conversation[:1], [MULTIPLY])
-    assert episode.messages == [*conversation, {"role": "assistant", "content": "42"}]
+    assert episode.messages == [*conversation, {"role": "assistant", "content": "It is 42."}]
 
 
 def test_async_invoke_and_stream():

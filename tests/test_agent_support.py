@@ -53,9 +53,31 @@ class Scripted:
         self.inputs: list[list[int]] = []
         self.on_generate = on_generate  # called before each reply (e.g. to promote a model)
         self.eot = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        self._reply: list[int] | None = None
+        self._step = 0
 
     def __getattr__(self, name):
         return getattr(self.model, name)
+
+    def __call__(self, *args, **kwargs):
+        """A forward pass as agent.decode makes them (one sequence: a call on an empty cache is
+        its whole prompt, each later call one step): the real model runs (so the cache and
+        shapes are real), then the next scripted token is made the top logit."""
+        cache = kwargs.get("past_key_values", kwargs.get("cache"))
+        ids = kwargs["input_ids"]
+        if cache is None or cache.get_seq_length() == 0:  # a new sequence: its prompt
+            self.inputs.append(ids[0].tolist())
+            if self.on_generate:
+                self.on_generate(len(self.inputs))
+            self._reply = (self.tokenizer(self.replies.pop(0), add_special_tokens=False)["input_ids"] + [self.eot]
+                           if self.replies else None)
+            self._step = 0
+        out = self.model(*args, **kwargs)
+        if self._reply is not None and ids.shape[0] == 1:
+            token = self._reply[min(self._step, len(self._reply) - 1)]
+            out.logits[:, -1, token] = out.logits[:, -1].max() + 1e4
+            self._step += 1
+        return out
 
     def generate(self, input_ids, streamer=None, **kwargs):
         self.inputs.append(input_ids[0].tolist())
@@ -76,7 +98,9 @@ def scripted_llm(replies, kind: str = "fallback", version: str = "tiny", **field
     """(LocalChatModel over a scripted tiny model, the Scripted model, the tokenizer)."""
     tok = build_tiny_tokenizer(kind)
     model = Scripted(build_tiny_model(tok), tok, replies)
-    llm = LocalChatModel(runtime=Pinned(Loaded.of(model, tok, version)), max_new_tokens=24, **fields)
+    fields.setdefault("constrain", False)  # the script decides, including invalid calls
+    fields.setdefault("max_new_tokens", 96)  # the decode loop enforces it: room for a whole scripted call
+    llm = LocalChatModel(runtime=Pinned(Loaded.of(model, tok, version)), **fields)
     return llm, model, tok
 
 
