@@ -2,7 +2,7 @@
 
 The ONE module where the agent (serving), the learner (training) and the evaluation harness turn
 conversations into tokens, so a student prompt at training time is byte-identical to the prompt
-the agent sends at inference (DESIGN.md §2).
+the agent sends at inference (docs/ARCHITECTURE.md, "The prompt format").
 
 Messages use one vocabulary throughout the project:
     {"role": "system" | "user" | "assistant" | "tool", "content": str,
@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from memory.records import role_errors
 from memory.toolschema import argument_errors, function_schema, tool_name
 
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
@@ -231,13 +232,9 @@ def parse_tool_calls(text: str, tools: list[dict] | None = None) -> Parsed:
 
 
 def _check_messages(messages: list[dict]) -> None:
+    """Who may speak where, by memory.records' rule (the rest of a message is data here)."""
     if not isinstance(messages, list) or not messages:
         raise ValueError("messages must be a non-empty list of {'role', 'content'} dicts")
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant", "tool"):
-            raise ValueError(
-                f"messages[{i}]: role must be one of system, user, assistant, tool "
-                f"(got {m.get('role') if isinstance(m, dict) else type(m).__name__!r})"
-            )
-        if m["role"] == "system" and i != 0:
-            raise ValueError(f"messages[{i}]: a system message may only come first")
+    errors = role_errors(messages)
+    if errors:
+        raise ValueError(f"messages{errors[0]}")

@@ -315,12 +315,14 @@ def _gate(store, memory, run_id, own_run, champion, cand_info, skill, skills, co
     decision = decide(results[champion], results[candidate], config, new_skill=skill)
     promoted = False
     if decision.promote and promote:
-        if store.champion_name() != champion:
-            decision = GateDecision(False, [f"the champion moved to {store.champion_name()} while the gate "
-                                            f"ran; gate {candidate} again"], decision.suites)
-        else:
-            store.use(candidate, reason=f"retention gate, run {run_id}: promoted over {champion}")
+        from memory.models import ChampionMoved
+
+        try:  # a compare-and-set: of two gates judged against one champion, one promotes
+            store.use(candidate, reason=f"retention gate, run {run_id}: promoted over {champion}",
+                      expected=champion)
             promoted = True
+        except ChampionMoved as exc:
+            decision = GateDecision(False, [str(exc)], decision.suites)
     elif decision.promote:
         decision.reasons.insert(0, "dry run: the gate would promote, the alias was not moved")
     summary = _summary(run_id, champion, candidate, cand_info.parent, base, skill, decision, results,

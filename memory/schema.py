@@ -5,6 +5,8 @@ Never edit an applied migration: add a new one below it.
 
 from __future__ import annotations
 
+import json
+
 from sqlite_utils import Migrations
 
 migrations = Migrations("sdft_agent")
@@ -201,3 +203,18 @@ def m003_learn_lease(db):
         )
         """
     )
+
+
+@migrations()
+def m004_learned_turn_and_run_demonstrations(db):
+    """Episodes name the assistant turn a demonstration of them learns (memory.records.Episode);
+    a learning run records the demonstrations it was handed. Older episodes get the turn the
+    default rule names."""
+    db.execute("ALTER TABLE episodes ADD COLUMN learned_turn INTEGER")
+    db.execute("ALTER TABLE learn_runs ADD COLUMN demonstration_ids TEXT NOT NULL DEFAULT '[]'")
+    from memory.records import default_learned_turn
+
+    for eid, messages in db.execute("SELECT id, messages FROM episodes").fetchall():
+        turn = default_learned_turn(json.loads(messages))
+        if turn is not None:
+            db.execute("UPDATE episodes SET learned_turn = ? WHERE id = ?", [turn, eid])

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from memory.toolschema import ToolSchemaError, check_tool_schema
+from memory.records import Skill
 from memory.validate import ValidationError
 
 if TYPE_CHECKING:
@@ -74,8 +74,8 @@ def import_jsonl(mem: Memory, path: str | Path) -> dict:
 
         def skill(name, where: str) -> tuple[int, dict]:
             if name not in skills:
-                sid = mem._skill_id(name, where)
-                skills[name] = (sid, mem._tools(sid))
+                sid = mem.catalog.skill_id(name, where)
+                skills[name] = (sid, mem.catalog.tools(sid))
             return skills[name]
 
         for lineno, text in enumerate(lines, 1):
@@ -95,26 +95,19 @@ def import_jsonl(mem: Memory, path: str | Path) -> dict:
                             f"header: format {rec.get('format')!r} version {rec.get('version')!r} is not "
                             f"{FORMAT!r} version {VERSION}")
                 elif kind == "skill":
-                    tools = rec.get("tools", [])
-                    if not isinstance(tools, list):
-                        raise ValidationError("skill.tools: expected a list of tool schemas")
-                    try:
-                        flat = [check_tool_schema(t, f"skill.tools[{i}]") for i, t in enumerate(tools)]
-                    except ToolSchemaError as exc:
-                        raise ValidationError(str(exc)) from None
-                    if not isinstance(rec.get("name"), str) or not rec["name"].strip():
-                        raise ValidationError("skill.name: a non-empty string is required")
-                    sid = mem._upsert_skill(db, rec["name"], str(rec.get("description", "")), flat)
-                    skills[rec["name"]] = (sid, {t["name"]: t for t in flat})
+                    record = Skill.parse({"name": rec.get("name"), "description": rec.get("description", ""),
+                                          "tools": rec.get("tools", [])}, "skill")
+                    sid = mem.catalog.upsert(db, record)
+                    skills[record.name] = (sid, {t["name"]: t for t in record.flat_tools()})
                     counts["skills"] += 1
                 elif kind == "demonstration":
                     sid, tools = skill(rec.get("skill"), "demonstration.skill")
-                    _, created = mem._insert_demo(db, rec["skill"], sid, tools, body, "demonstration",
-                                                  count_duplicate=False)
+                    _, created = mem.demo_repo.insert(db, rec["skill"], sid, tools, body, "demonstration",
+                                                      count_duplicate=False)
                     counts["demonstrations" if created else "duplicates"] += 1
                 elif kind == "eval_case":
-                    sid, _ = skill(rec.get("skill"), "eval_case.skill")
-                    _, created = mem._insert_eval(db, rec["skill"], sid, body, "eval_case")
+                    skill(rec.get("skill"), "eval_case.skill")
+                    _, created = mem.catalog.add_eval_case(db, rec["skill"], body, "eval_case")
                     counts["eval_cases" if created else "eval_duplicates"] += 1
                 else:
                     raise ValidationError(

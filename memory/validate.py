@@ -1,25 +1,18 @@
-"""Checking what goes into the episodic memory before any row is written.
-
-Every error names the offending field as a path ("demonstration.tool_calls[0].arguments.city")
-so a skill author can find it in their pack. Argument checking is memory.toolschema's (the same
-rules the agent's parser and the skill loader use); this module adds the conversation shape,
-the skill membership of calls and the size limits.
+"""Errors for bad input, in one vocabulary: every problem names its field as a path
+("demonstration.tool_calls[0].arguments.city: required argument is missing"), so a skill author
+finds it in their file. The rules themselves are the typed records (memory.records); this module
+turns pydantic's findings into those lines and holds the JSON helpers the store writes with.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import typing
 from typing import Any
 
-from memory.toolschema import argument_errors
-
-ROLES = ("system", "user", "assistant", "tool")
-OUTCOMES = ("success", "failure", "unknown")
-SOURCES = ("live", "taught", "imported")
-
-MESSAGE_KEYS = frozenset({"role", "content", "tool_calls", "name", "tool_call_id"})
-CALL_KEYS = frozenset({"name", "arguments", "id"})
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticError
 
 # Size limits. A demonstration is a training example and a few-shot prompt: it has to fit a
 # context window many times over, so it is bounded far below an episode.
@@ -28,6 +21,11 @@ MAX_TOOL_CALLS = 32
 MAX_TEXT_CHARS = 32_000
 MAX_DEMO_BYTES = 128 * 1024
 MAX_EPISODE_BYTES = 1024 * 1024
+
+ROLES = ("system", "user", "assistant", "tool")
+OUTCOMES = ("success", "failure", "unknown")
+SOURCES = ("live", "taught", "imported")
+RULE = "sdft_rule"  # the pydantic error type our own rules raise (memory.records.problem)
 
 
 class ValidationError(ValueError):
@@ -57,154 +55,128 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(dumps(list(parts), "value", canonical=True).encode()).hexdigest()
 
 
-def _text(value: Any, where: str, errors: list[str], *, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if not isinstance(value, str):
-        errors.append(f"{where}: expected a string, got {type(value).__name__}")
-    elif len(value) > MAX_TEXT_CHARS:
-        errors.append(f"{where}: {len(value)} characters, the limit is {MAX_TEXT_CHARS}; shorten it")
-
-
-def call_errors(calls: Any, where: str) -> list[str]:
-    """Shape of a list of tool calls [{"name": str, "arguments": {...}}] (membership not checked)."""
-    if not isinstance(calls, list):
-        return [f"{where}: expected a list of tool calls, got {type(calls).__name__}"]
-    errors: list[str] = []
-    if len(calls) > MAX_TOOL_CALLS:
-        errors.append(f"{where}: {len(calls)} tool calls, the limit is {MAX_TOOL_CALLS}")
-    for i, call in enumerate(calls):
-        at = f"{where}[{i}]"
-        if not isinstance(call, dict):
-            errors.append(f"{at}: expected an object {{\"name\", \"arguments\"}}, got {type(call).__name__}")
-            continue
-        for key in sorted(set(call) - CALL_KEYS):
-            errors.append(f"{at}.{key}: unknown field (allowed: {', '.join(sorted(CALL_KEYS))})")
-        name = call.get("name")
-        if not isinstance(name, str) or not name.strip():
-            errors.append(f"{at}.name: a non-empty string is required")
-        args = call.get("arguments", None)
-        if not isinstance(args, dict):
-            hint = " (decode it with json.loads first)" if isinstance(args, str) else ""
-            errors.append(f"{at}.arguments: expected a JSON object, got {type(args).__name__}{hint}")
-    return errors
-
-
-def message_errors(messages: Any, where: str) -> list[str]:
-    """Shape of a conversation in the project's message vocabulary (DESIGN.md §4)."""
-    if not isinstance(messages, list):
-        return [f"{where}: expected a list of messages, got {type(messages).__name__}"]
-    if not messages:
-        return [f"{where}: at least one message is required"]
-    errors: list[str] = []
-    if len(messages) > MAX_MESSAGES:
-        errors.append(f"{where}: {len(messages)} messages, the limit is {MAX_MESSAGES}")
-    for i, msg in enumerate(messages):
-        at = f"{where}[{i}]"
-        if not isinstance(msg, dict):
-            errors.append(f"{at}: expected an object with a role, got {type(msg).__name__}")
-            continue
-        for key in sorted(set(msg) - MESSAGE_KEYS):
-            errors.append(f"{at}.{key}: unknown field (allowed: {', '.join(sorted(MESSAGE_KEYS))})")
-        role = msg.get("role")
-        if role not in ROLES:
-            errors.append(f"{at}.role: must be one of {', '.join(ROLES)} (got {role!r})")
-        has_calls = bool(msg.get("tool_calls"))
-        if "tool_calls" in msg:
-            if role != "assistant":
-                errors.append(f"{at}.tool_calls: only assistant messages call tools")
-            errors.extend(call_errors(msg["tool_calls"], f"{at}.tool_calls"))
-        # An assistant turn that only calls tools may have no text.
-        _text(msg.get("content"), f"{at}.content", errors, optional=role == "assistant" and has_calls)
-        for key in ("name", "tool_call_id"):
-            if key in msg:
-                _text(msg[key], f"{at}.{key}", errors)
-    return errors
-
-
-def normalise_calls(calls: list[dict] | None) -> list[dict]:
-    """Only what a demonstration teaches: name and arguments (call ids are per conversation)."""
-    return [{"name": c["name"], "arguments": c["arguments"]} for c in calls or []]
-
-
-def check_demonstration(
-    skill: str,
-    tools: dict[str, dict],
-    messages: Any,
-    tool_calls: Any,
-    content: Any,
-    where: str = "demonstration",
-) -> tuple[list[dict], str | None]:
-    """Validate one demonstration of `skill` (whose tools by name are `tools`).
-
-    Returns the normalised (tool_calls, content); raises ValidationError listing every problem.
-    """
-    errors = message_errors(messages, f"{where}.messages")
-    if not errors and messages[-1].get("role") not in ("user", "tool"):
-        errors.append(
-            f"{where}.messages[{len(messages) - 1}].role: the messages end just before the assistant "
-            f"turn to learn, so the last one must be 'user' or 'tool' (got {messages[-1].get('role')!r}); "
-            "move that assistant turn into tool_calls/content"
-        )
-    calls = [] if tool_calls is None else tool_calls
-    shape = call_errors(calls, f"{where}.tool_calls")
-    errors.extend(shape)
-    if not shape:
-        for i, call in enumerate(calls):
-            tool = tools.get(call["name"])
-            if tool is None:
-                errors.append(
-                    f"{where}.tool_calls[{i}].name: {call['name']!r} is not a tool of skill {skill!r} "
-                    f"(its tools: {', '.join(sorted(tools)) or 'none'}); add it with add_skill first"
-                )
-                continue
-            errors.extend(f"{where}.tool_calls[{i}].{e}" for e in argument_errors(tool, call["arguments"]))
-    _text(content, f"{where}.content", errors, optional=True)
-    content = content or None
-    if not calls and content is None and not shape:
-        errors.append(f"{where}: the assistant turn to learn is empty; give tool_calls or content")
-    if errors:
-        raise ValidationError(errors)
-    calls = normalise_calls(calls)
-    size = len(dumps([messages, calls, content], where).encode())
-    if size > MAX_DEMO_BYTES:
-        raise ValidationError(
-            f"{where}: {size} bytes as JSON, the limit is {MAX_DEMO_BYTES}; shorten the conversation"
-        )
-    return calls, content
-
-
 def check_choice(value: Any, choices: tuple[str, ...], where: str) -> str:
     if value not in choices:
         raise ValidationError(f"{where}: must be one of {', '.join(choices)} (got {value!r})")
     return value
 
 
+# ---------------------------------------------------------------- pydantic → our lines
+
+
+def join(where: str, loc: tuple) -> str:
+    """("messages", 0, "content") under "episode" → "episode.messages[0].content"."""
+    out = where
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def lines(exc: PydanticError, where: str, model: type[BaseModel], root: str | None = None) -> list[str]:
+    """Every error of a pydantic validation as "<path>: <what is wrong>". `root` names the
+    record itself when `where` is empty (a pack's own errors have no prefix)."""
+    out: list[str] = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        if err["type"] == RULE:
+            ctx = err.get("ctx") or {}
+            base = loc[: len(loc) - ctx.get("up", 0)]
+            for rel, msg in ctx["problems"]:
+                path = join(where, base) + rel
+                out.append(f"{path or root or 'value'}: {msg}")
+            continue
+        path = join(where, loc) or root or "value"
+        out.append(f"{path}: {_describe(err, model, loc)}")
+    return out
+
+
+def _describe(err: Any, model: type[BaseModel], loc: tuple) -> str:
+    kind, got = err["type"], type(err.get("input")).__name__
+    owner, annotation = _field_at(model, loc)
+    if kind == "missing":
+        return f"{_phrase(annotation)} is required"
+    if kind == "extra_forbidden" and owner is not None:
+        return f"unknown field (known: {', '.join(owner.model_fields)})"
+    if kind == "literal_error":
+        choices = typing.get_args(_unwrap(annotation))
+        return f"must be one of {', '.join(map(str, choices))} (got {err.get('input')!r})"
+    if kind in ("string_type", "int_type", "list_type", "dict_type", "model_type", "bool_type",
+                "float_type", "model_attributes_type"):
+        return f"expected {_phrase(annotation)}, got {got}"
+    return err["msg"]
+
+
+def _unwrap(annotation: Any) -> Any:
+    """X from X | None, Annotated[X, ...] and the like."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            annotation = args[0] if len(args) == 1 else annotation
+            if len(args) != 1:
+                return annotation
+        else:
+            return annotation
+
+
+def _field_at(model: type[BaseModel], loc: tuple) -> tuple[type[BaseModel] | None, Any]:
+    """(the record that owns the last step of `loc`, that step's annotation)."""
+    owner: type[BaseModel] | None = model
+    annotation: Any = model
+    for part in loc:
+        annotation = _unwrap(annotation)
+        if isinstance(part, int):
+            args = typing.get_args(annotation)
+            annotation = _unwrap(args[0]) if args else Any
+            continue
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            owner = annotation
+            field = annotation.model_fields.get(part)
+            annotation = field.annotation if field is not None else Any
+        else:
+            owner, annotation = None, Any
+    return owner, _unwrap(annotation)
+
+
+def _phrase(annotation: Any) -> str:
+    annotation = _unwrap(annotation)
+    origin = typing.get_origin(annotation) or annotation
+    if origin is str:
+        return "a string"
+    if origin is int:
+        return "an integer"
+    if origin is list:
+        return "a list"
+    if origin is dict or (isinstance(origin, type) and issubclass(origin, BaseModel)):
+        return "an object"
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(annotation)))
+    return "a value"
+
+
+# ---------------------------------------------------------------- checks by record, for callers
+
+
+def check_demonstration(skill: str, tools: dict[str, dict], messages: Any, tool_calls: Any,
+                        content: Any, where: str = "demonstration") -> tuple[list[dict], str | None]:
+    """A demonstration of `skill` (whose tools by name are `tools`) by memory.records'
+    rules; returns its (tool_calls, content) as stored."""
+    from memory.records import Demonstration
+
+    demo = Demonstration.parse({"messages": messages, "tool_calls": tool_calls, "content": content},
+                               where, skill=skill, tools=tools)
+    return [c.plain() for c in demo.tool_calls], demo.content
+
+
 def check_expected(skill: str, tools: dict[str, dict], expected: Any, where: str) -> None:
-    """An eval case's answer in the BFCL possible-answer convention (DESIGN.md §4)."""
-    if not isinstance(expected, list) or not expected:
-        raise ValidationError(f"{where}: expected a non-empty list of calls [{{\"name\", \"arguments\"}}]")
-    errors: list[str] = []
-    for i, call in enumerate(expected):
-        at = f"{where}[{i}]"
-        if not isinstance(call, dict) or not isinstance(call.get("arguments"), dict):
-            errors.append(f"{at}: expected {{\"name\": str, \"arguments\": {{param: [acceptable values]}}}}")
-            continue
-        tool = tools.get(call.get("name"))
-        if tool is None:
-            errors.append(
-                f"{at}.name: {call.get('name')!r} is not a tool of skill {skill!r} "
-                f"(its tools: {', '.join(sorted(tools)) or 'none'})"
-            )
-            continue
-        props = tool["parameters"].get("properties", {})
-        for param, values in call["arguments"].items():
-            if param not in props:
-                errors.append(f"{at}.arguments.{param}: not a parameter of {tool['name']!r}")
-            elif not isinstance(values, list) or not values:
-                errors.append(
-                    f"{at}.arguments.{param}: must be a non-empty list of acceptable values "
-                    f"(BFCL convention), got {type(values).__name__}"
-                )
-    if errors:
-        raise ValidationError(errors)
+    """An eval case's possible answers against `skill`'s tools, by memory.records' rules."""
+    from memory.records import EvalCase
+
+    try:
+        EvalCase.model_validate({"messages": [{"role": "user", "content": "."}], "expected": expected},
+                                context={"skill": skill, "tools": tools})
+    except PydanticError as exc:
+        found = lines(exc, "", EvalCase)
+        raise ValidationError([where + e.removeprefix("expected") for e in found]) from None

@@ -180,7 +180,11 @@ def test_eval_case_validation(mem):
     with pytest.raises(ValidationError, match=r"^eval_case\.expected\[0\]\.arguments\.city: must be a non-empty list"):
         mem.add_eval_case("weather", ASK, [{"name": "get_weather", "arguments": {"city": "Paris"}}])
     with pytest.raises(ValidationError, match=r"^eval_case\.expected\[0\]\.arguments\.zip: not a parameter"):
-        mem.add_eval_case("weather", ASK, [{"name": "get_weather", "arguments": {"zip": ["1"]}}])
+        mem.add_eval_case("weather", ASK, [{"name": "get_weather", "arguments": {"zip": ["1"], "city": ["Paris"]}}])
+    with pytest.raises(ValidationError, match=r"^eval_case\.expected\[0\]\.arguments\.city: required argument has no"):
+        mem.add_eval_case("weather", ASK, [{"name": "get_weather", "arguments": {"days": [2]}}])
+    with pytest.raises(ValidationError, match=r"^eval_case\.expected\[0\]\.arguments\.days\[0\]: 0 is less than the minimum"):
+        mem.add_eval_case("weather", ASK, [{"name": "get_weather", "arguments": {"city": ["Paris"], "days": [0]}}])
     with pytest.raises(ValidationError, match=r"^eval_case\.expected\[0\]\.name: 'x' is not a tool of skill 'weather'"):
         mem.add_eval_case("weather", ASK, [{"name": "x", "arguments": {}}])
     assert mem.eval_cases("weather") == []

@@ -149,7 +149,7 @@ def test_tool_schema_must_be_json_schema_and_its_calls_are_not_rechecked():
 def test_duplicate_tool_names():
     d = good_pack()
     d["tools"].append(copy.deepcopy(TOOL))
-    assert errors_of(d) == ["tools[1].name: duplicate tool name 'get_weather'"]
+    assert errors_of(d) == ["tools[1].name: the tool name 'get_weather' appears more than once"]
 
 
 def test_demonstration_missing_required_argument():
@@ -179,10 +179,10 @@ def test_demonstration_shape():
     d = good_pack()
     d["demonstrations"][0] = {"messages": [{"role": "assistant", "content": "hi"}], "tool_calls": [], "extra": 1}
     assert errors_of(d) == [
-        "demonstrations[0].extra: unknown field (known: messages, tool_calls, content)",
         "demonstrations[0].messages[0].role: the messages end just before the assistant turn to learn, so the "
         "last one must be 'user' or 'tool' (got 'assistant'); move that assistant turn into tool_calls/content",
         "demonstrations[0]: the assistant turn to learn is empty; give tool_calls or content",
+        "demonstrations[0].extra: unknown field (known: messages, tool_calls, content)",
     ]
 
 
@@ -209,14 +209,14 @@ def test_eval_messages_must_end_with_user():
 def test_eval_expected_names_a_tool_of_the_pack():
     d = good_pack()
     d["eval"][0]["expected"][0]["name"] = "get_news"
-    assert errors_of(d) == ["eval[0].expected[0].name: 'get_news' is not a tool of this pack (tools: get_weather)"]
+    assert errors_of(d) == ["eval[0].expected[0].name: 'get_news' is not a tool of skill 'weather' (its tools: get_weather)"]
 
 
 def test_eval_expected_arguments_are_params_with_lists_of_values():
     d = good_pack()
     d["eval"][0]["expected"][0]["arguments"] = {"city": "Rome", "country": ["IT"]}
     assert errors_of(d) == [
-        "eval[0].expected[0].arguments.city: a non-empty list of acceptable values is required",
+        "eval[0].expected[0].arguments.city: must be a non-empty list of acceptable values (BFCL convention), got str",
         "eval[0].expected[0].arguments.country: not a parameter of 'get_weather' (known: city, prefs, unit)",
     ]
 

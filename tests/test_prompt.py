@@ -119,9 +119,11 @@ def test_plain_text_has_no_calls(fmt):
 
 
 def test_bad_messages_are_refused(fmt):
-    with pytest.raises(ValueError, match="role must be one of"):
+    with pytest.raises(ValueError, match=r"^messages\[0\]\.role: must be one of system, user, assistant, tool \(got 'robot'\)$"):
         fmt.render([{"role": "robot", "content": "x"}])
-    with pytest.raises(ValueError, match="system message may only come first"):
+    with pytest.raises(ValueError, match=r"^messages\[1\]\.role: must be one of .* \(got 'int'\)$"):
+        fmt.render([*QUESTION, 3])
+    with pytest.raises(ValueError, match=r"^messages\[1\]\.role: a system message may only come first$"):
         fmt.render([*QUESTION, {"role": "system", "content": "x"}])
     with pytest.raises(ValueError, match="non-empty list"):
         fmt.render([])
