@@ -10,7 +10,9 @@ An episode, step by step:
 4. Invalid calls (malformed JSON, unknown tool, wrong argument types) are answered with an
    error tool message: one repair turn. Invalid again -> the episode fails, clearly.
 5. Stop at a reply with no calls (the answer) or at the turn limit (a failure).
-The episode is recorded through EpisodeRecorder with the version that produced it.
+The episode is written to memory by `run` itself, as a memory.records.Episode naming its learned
+turn and the version that produced it (docs/ARCHITECTURE.md, "The loop"). The root chain run and
+its callbacks stay, for users' own tracers (agent.recorder.EpisodeRecorder is one).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 
 from agent.answer import answer_after_tools  # issue 13 hook
 from agent.chat_model import LocalChatModel, from_dicts, text_of, to_dicts
-from agent.recorder import EPISODE_TAG, EpisodeRecorder
+from agent.recorder import EPISODE_TAG
 from agent.tools import (
     MAX_OUTPUT_CHARS,
     Tool,
@@ -37,6 +39,7 @@ from agent.tools import (
     special_markers,
     validate_calls,
 )
+from memory.records import Episode as EpisodeRecord
 
 log = logging.getLogger(__name__)
 
@@ -55,18 +58,19 @@ class Episode:
     """What happened for one question; `id` is its row in memory (None when not recorded)."""
 
     question: str
-    model_version: str
+    model_version: str | None
     skill: str | None = None
     messages: list[dict] = field(default_factory=list)  # the conversation, recall excluded
     tool_calls: list[dict] = field(default_factory=list)  # executed [{"name", "arguments"}]
     tool_results: list[dict] = field(default_factory=list)  # [{"name", "arguments", "content", "status"}]
     invalid_calls: list[dict] = field(default_factory=list)  # [{"turn", "name", "raw", "error"}]
     answer: str | None = None
-    status: str = "running"  # answered | failed | turn_limit
+    status: str = "running"  # answered | failed | turn_limit | crashed
     error: str | None = None
     recalled: list[int] = field(default_factory=list)  # demonstration ids put in the context
     turns: int = 0
     usage: dict = field(default_factory=lambda: {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0})
+    learned_turn: int | None = None  # index in `messages` of the turn a demonstration would learn
     id: int | None = None
 
     @property
@@ -78,9 +82,10 @@ class Episode:
         return {**asdict(self), "outcome": self.outcome}
 
     def record(self) -> dict:
-        """The dict the recorder writes (memory.record_episode's arguments)."""
+        """The memory record as a dict (memory.records.Episode's fields)."""
         return {
             "messages": self.messages,
+            "learned_turn": self.learned_turn,
             "tool_calls": self.tool_calls,
             "answer": self.answer,
             "outcome": self.outcome,
@@ -130,7 +135,6 @@ class Agent:
         self.skill = skill
         self.config = config or AgentConfig()
         self.callbacks = list(callbacks)
-        self.recorder = EpisodeRecorder(memory) if memory is not None else None
         self.last: Episode | None = None
 
     @property
@@ -154,28 +158,40 @@ class Agent:
         convo: list[BaseMessage] = [HumanMessage(question)]
         prefix = head + from_dicts(demonstration_messages(demos))
 
-        handlers = [*([self.recorder] if self.recorder else []), *self.callbacks, *callbacks]
-        manager = CallbackManager.configure(inheritable_callbacks=handlers, local_tags=[EPISODE_TAG])
+        manager = CallbackManager.configure(inheritable_callbacks=[*self.callbacks, *callbacks],
+                                            local_tags=[EPISODE_TAG])
         run = manager.on_chain_start({"name": "agent_episode"},
                                      {"question": question, "skill": skill, "model_version": llm.version,
                                       "messages": to_dicts(head + convo)},
                                      name="agent_episode")
         try:
-            self._loop(llm, episode, prefix, convo, {"callbacks": run.get_child()})
+            self._loop(llm, episode, prefix, convo, {"callbacks": run.get_child()}, len(head))
         except BaseException as exc:
             run.on_chain_error(exc)
+            episode.status, episode.error = "crashed", f"{type(exc).__name__}: {exc}"
+            episode.messages, episode.learned_turn = to_dicts(head + [HumanMessage(question)]), None
+            self._write({**episode.record(), "tool_calls": [], "answer": None,
+                         "meta": {"status": "crashed", "error": episode.error}}, episode)
             raise
         episode.messages = to_dicts(head + convo)
         run.on_chain_end(episode.record())
-        if self.recorder is not None:
-            episode.id = self.recorder.episode_ids.get(run.run_id)
-            if episode.id is None and run.run_id in self.recorder.errors:
-                log.warning("episode not recorded: %s", self.recorder.errors[run.run_id])
+        self._write(episode.record(), episode)
         self.last = episode
         return episode
 
+    def _write(self, record: dict, episode: Episode) -> None:
+        """The episode's one write to memory (memory.records.Episode through Memory.add_episode).
+        A refused record is logged, not raised: the user still gets the answer."""
+        if self.memory is None:
+            return
+        try:
+            episode.id = self.memory.add_episode(EpisodeRecord.parse(record, "episode"))
+        except Exception as exc:
+            log.warning("episode not recorded: %s", exc)
+
     def _loop(self, llm: LocalChatModel, episode: Episode, prefix: list[BaseMessage],
-              convo: list[BaseMessage], config: dict) -> None:
+              convo: list[BaseMessage], config: Any, offset: int) -> None:
+        """`offset`: messages before `convo` in the recorded conversation (the system message)."""
         cfg = self.config
         bound = llm.bind_tools(self.schemas) if self.tools else llm
         by_name = {t.name: t for t in self.tools}
@@ -188,6 +204,8 @@ class Agent:
             for key in episode.usage:
                 episode.usage[key] += (ai.usage_metadata or {}).get(key, 0)
             valid, invalid = _checked_calls(ai, by_name)
+            if episode.learned_turn is None and (valid or not invalid):
+                episode.learned_turn = offset + len(convo) - 1  # the first valid call, else the answer
             if not valid and not invalid:
                 episode.answer, episode.status = text_of(ai.content), "answered"
                 if episode.tool_results:  # issue 13 hook: after tool results, a sentence (agent.answer)
@@ -265,8 +283,8 @@ class Agent:
         eid = self._episode_id(episode_id)
         ep = memory.episode(eid)
         calls = validate_calls(calls, self.tools)
-        first_reply = next((i for i, m in enumerate(ep["messages"]) if m["role"] == "assistant"), len(ep["messages"]))
-        prompt = ep["messages"][:first_reply]
+        turn = ep["learned_turn"]
+        prompt = ep["messages"] if turn is None else ep["messages"][:turn]
         skill = skill or ep.get("skill") or self._skill_of(calls)
         if skill is None:
             raise ValueError("no skill owns these tools; name the skill to teach")
@@ -291,14 +309,15 @@ class Agent:
 def _checked_calls(ai: AIMessage, tools: dict[str, Tool]) -> tuple[list[dict], list[dict]]:
     """(valid tool calls, invalid ones with an `error`), re-checking every call against the
     schemas (a streamed or foreign message may carry calls nobody validated)."""
-    valid, invalid = [], []
+    valid: list[dict] = []
+    invalid: list[dict] = []
     for c in ai.tool_calls:
         error = call_error(c["name"], c["args"], tools)
         if error:
             invalid.append({"name": c["name"], "args": c["args"], "id": c["id"], "error": error})
         else:
-            valid.append(c)
-    for c in ai.invalid_tool_calls:
-        invalid.append({"name": c.get("name"), "args": c.get("args"), "id": c.get("id"),
-                        "error": c.get("error") or "the call could not be parsed"})
+            valid.append(dict(c))
+    for bad in ai.invalid_tool_calls:
+        invalid.append({"name": bad.get("name"), "args": bad.get("args"), "id": bad.get("id"),
+                        "error": bad.get("error") or "the call could not be parsed"})
     return valid, invalid

@@ -1,12 +1,11 @@
-"""`EpisodeRecorder`: a langchain callback handler that writes finished agent episodes to memory.
+"""`EpisodeRecorder`: an optional langchain callback handler that writes episodes to memory.
 
-Recording rides on callbacks rather than on the loop's return value so that the record holds
-what the chat model reported: the model version comes from each generation's `llm_output`, not
-from what the loop believes it loaded. The agent loop opens one root chain run per episode
-(tagged EPISODE_TAG) and ends it with the episode as a dict; the recorder writes that dict when
-the root run ends, or a failure when it errors.
+The agent loop writes its own episodes (Agent.run → Memory.add_episode); this handler is for
+users' own chains and tracers. It follows a root chain run tagged EPISODE_TAG (the loop opens one
+per episode and ends it with the episode as a dict) and writes that dict when the run ends, or a
+failure when it errors, with the model version each generation reported in its `llm_output`.
+Do not hand it to an Agent that has a memory: the episode would be written twice.
 """
-
 from __future__ import annotations
 
 import logging
@@ -110,6 +109,7 @@ class EpisodeRecorder(BaseCallbackHandler):
                 model_version=versions[0] if versions else record.get("model_version"),
                 skill=record.get("skill"),
                 meta=meta,
+                learned_turn=record.get("learned_turn"),
             )
         except Exception as exc:  # the user still gets the answer; the loop reports the loss
             log.warning("episode not recorded: %s", exc)

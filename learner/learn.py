@@ -1,6 +1,6 @@
 """Learn the demonstrations not yet learned into a candidate version, end to end:
 
-    unlearned demonstrations → examples → train (SDFT or SFT) → merge → candidate vNNNN
+    unlearned demonstrations (or the ids a learning run hands over) → examples → train (SDFT or SFT) → merge → candidate vNNNN
     (left unpromoted) → demonstrations marked used by the run
 
 Everything is recorded on the run's row in memory.db as it happens (phase, per-step metrics,
@@ -19,9 +19,11 @@ from accelerate import Accelerator
 from agent.loading import load
 from agent.prompt import PromptFormat
 from learner.config import LearnConfig, shipped_config
+from learner.early_stop import split_holdout
 from learner.examples import examples_from_demonstrations
 from learner.lora import adapter_state, lora_config
 from learner.merge import save_candidate
+from learner.retention import pool_from_memory
 from learner.train import Plan, plan_steps, train
 from memory.models import ModelStore
 from memory.store import Memory
@@ -50,6 +52,7 @@ def learn_candidate(
     accelerator: Accelerator | None = None,
     run_id: int | None = None,
     replay: int = 0,
+    demonstration_ids: list[int] | None = None,
 ) -> LearnOutcome:
     """Train on the unlearned demonstrations (of `skill`, or all) starting from `version` (the
     champion by default) and save the result as a new, unpromoted version.
@@ -59,17 +62,22 @@ def learn_candidate(
     `run_id`: record on this existing run (learner.run owns its status; it is left 'running'
     with the candidate set) instead of starting and finishing one here. `replay`: also train on
     a seeded sample of this many already-learned demonstrations (of any skill), so a run
-    rehearses older skills; only the new ones are marked used.
+    rehearses older skills; only the new ones are marked used. `demonstration_ids`: train on
+    exactly these (learner.run hands over what it selected, so what arrives meanwhile is not
+    part of the run) instead of selecting the unlearned ones here.
     """
     cfg = cfg or shipped_config()
     with Memory(home) as memory:
         return _learn(memory, ModelStore(home, quiet=True), cfg, skill, version, limit, dry_run,
-                      progress, accelerator, run_id, replay)
+                      progress, accelerator, run_id, replay, demonstration_ids)
 
 
 def _learn(memory, store, cfg, skill, version, limit, dry_run, progress, accelerator,
-           run_id=None, replay=0) -> LearnOutcome:
-    demos = memory.unlearned_demonstrations(skill, limit)
+           run_id=None, replay=0, demonstration_ids=None) -> LearnOutcome:
+    if demonstration_ids is None:
+        demos = memory.unlearned_demonstrations(skill, limit)
+    else:
+        demos = memory.demonstrations(ids=list(demonstration_ids))
     parent = store.resolve(version).version
     ids = [d["id"] for d in demos]
     if not demos:
@@ -91,15 +99,19 @@ def _learn(memory, store, cfg, skill, version, limit, dry_run, progress, acceler
     main = accelerator.is_main_process
     own_run = run_id is None
     if own_run:
-        run_id = memory.start_run(cfg.method, cfg.to_dict(), skill=skill) if main else None
+        run_id = memory.start_run(cfg.method, cfg.to_dict(), skill=skill, demonstration_ids=ids) if main else None
     outcome.run_id = run_id
     try:
         if main:
             memory.update_run(run_id, base_version=parent, phase="train",
                               metrics={"demonstrations": len(ids), "planned_steps": plan.total_steps})
         on_step = (lambda m: memory.update_run(run_id, metrics=m)) if main else None
-        result = train(model, tokenizer, examples, cfg, accelerator=accelerator, progress=progress,
-                       on_step=on_step)
+        # no memorising: a slice of the new demonstrations is held out to stop on; retention
+        # prompts pull the student back toward the champion (learner.early_stop, learner.retention)
+        fresh, held = split_holdout(examples[:len(ids)], cfg.holdout_fraction, cfg.seed)
+        retention = pool_from_memory(memory, cfg, examples[:len(ids)]) if cfg.retention != "none" else None
+        result = train(model, tokenizer, fresh + examples[len(ids):], cfg, accelerator=accelerator,
+                       progress=progress, on_step=on_step, heldout=held, retention=retention)
         outcome.summary = result.summary
         accelerator.wait_for_everyone()
         if main:

@@ -1,7 +1,8 @@
 """One learning run end to end, the unit the scheduler and `sdft-agent learn --now` execute:
 
-    lease → recover crashed runs → select new demonstrations (+ replay) → train and merge in a
-    child process → retention gate → promote or block → release
+    lease → recover crashed runs → select new demonstrations (their ids go on the run row and to
+    the child) (+ replay) → train and merge in a child process → retention gate → promote or
+    block → release
 
 Every phase is recorded on the run's row with its duration. Training happens in a child process
 so the weights, optimizer state and allocator fragmentation of a run never stay in a long-lived
@@ -19,7 +20,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
+from memory.home import relative
 from memory.lease import LeaseHeld, acquire
 from memory.store import Memory
 
@@ -53,16 +56,30 @@ def _pid_dead(pid: int | None, host: str | None) -> bool:
 
 
 def recover_interrupted(memory: Memory) -> list[int]:
-    """Mark failed every run still 'running' whose process is gone (killed, crashed, power cut)."""
+    """Close every run still 'running' whose process is gone (killed, crashed, power cut).
+
+    The champion alias moves in one transaction, so a dead run either promoted its candidate
+    (recorded as promoted) or changed nothing (recorded as failed); in the second case the
+    demonstrations it had marked as used are released, so the next run learns them again.
+    """
+    from memory.models import ModelStore
+
     failed = []
     for run in memory.runs(limit=1000):
         if run["status"] != "running":
             continue
         owner = run["metrics"].get("process", {})
         if _pid_dead(owner.get("pid"), owner.get("host")):
-            memory.finish_run(run["id"], "failed",
-                              error=f"interrupted: process {owner.get('pid')} died during phase "
-                                    f"{run.get('phase') or 'start'}; the champion was not changed")
+            where = f"process {owner.get('pid')} died during phase {run.get('phase') or 'start'}"
+            candidate = run.get("candidate_version")
+            if candidate and ModelStore(memory.home, quiet=True).champion_name() == candidate:
+                memory.finish_run(run["id"], "promoted",
+                                  error=f"interrupted after promoting {candidate}: {where}; {candidate} is the champion")
+            else:
+                memory.finish_run(run["id"], "failed",
+                                  error=f"interrupted: {where}; the champion was not changed")
+                with memory.write() as db:  # its demonstrations were never learned into a champion
+                    db.execute("DELETE FROM demonstration_uses WHERE run_id = ?", [run["id"]])
             failed.append(run["id"])
     return failed
 
@@ -78,14 +95,14 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _train_child(home, cfg_dict, skill, run_id, replay, parent_pid, conn) -> None:
+def _train_child(home, cfg_dict, skill, run_id, replay, demo_ids, parent_pid, conn) -> None:
     _watch_parent(parent_pid)
     try:
         from learner.config import LearnConfig
         from learner.learn import learn_candidate
 
         out = learn_candidate(home, LearnConfig(**cfg_dict), skill=skill, run_id=run_id,
-                              replay=replay, progress=False)
+                              replay=replay, progress=False, demonstration_ids=demo_ids)
         conn.send({"ok": True, "candidate": out.candidate, "summary": out.summary})
     except BaseException as exc:  # report everything to the parent, which records it
         conn.send({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
@@ -93,11 +110,13 @@ def _train_child(home, cfg_dict, skill, run_id, replay, parent_pid, conn) -> Non
         conn.close()
 
 
-def train_in_child(home, cfg, skill, run_id, replay) -> dict:
+def train_in_child(home, cfg, skill, run_id, replay, demo_ids: list[int]) -> dict:
+    """Train on exactly `demo_ids` (the parent's selection) in a fresh process."""
     ctx = mp.get_context("spawn")
     parent_end, child_end = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_train_child, name=f"learn-run-{run_id}",
-                       args=(str(home), cfg.to_dict(), skill, run_id, replay, os.getpid(), child_end))
+                       args=(str(home), cfg.to_dict(), skill, run_id, replay, list(demo_ids), os.getpid(),
+                             child_end))
     proc.start()
     child_end.close()
     try:
@@ -130,8 +149,7 @@ def learn_now(
     memory = Memory(home)
     try:
         lease = acquire(memory.db, ttl=LEASE_TTL_S)
-    except LeaseHeld as exc:
-        log(str(exc))
+    except LeaseHeld as exc:  # not logged: the result says it, once, to whoever asked
         return RunResult("busy", reasons=[str(exc)])
     lease.keep_alive()
     timings: dict[str, float] = {}
@@ -140,8 +158,11 @@ def learn_now(
         recovered = recover_interrupted(memory)
         if recovered:
             log(f"marked interrupted run(s) {', '.join(map(str, recovered))} as failed")
+        # Selected once, here: the child trains on exactly these and the gate judges their skill;
+        # a demonstration that arrives meanwhile waits for the next run.
         new = memory.unlearned_demonstrations(skill)
-        run_id = memory.start_run(cfg.method, cfg.to_dict(), skill=skill)
+        ids = [d["id"] for d in new]
+        run_id = memory.start_run(cfg.method, cfg.to_dict(), skill=skill, demonstration_ids=ids)
         lease.set_run(run_id)
         memory.update_run(run_id, phase="select", metrics={
             "process": {"pid": os.getpid(), "host": socket.gethostname()},
@@ -156,13 +177,15 @@ def learn_now(
         t = time.perf_counter()
         memory.update_run(run_id, phase="train")
         log(f"run {run_id}: {cfg.method} on {len(new)} new demonstration(s)…")
+        trained: dict[str, Any]
         if in_process:
             from learner.learn import learn_candidate
 
-            out = learn_candidate(home, cfg, skill=skill, run_id=run_id, replay=replay, progress=False)
+            out = learn_candidate(home, cfg, skill=skill, run_id=run_id, replay=replay, progress=False,
+                                  demonstration_ids=ids)
             trained = {"ok": True, "candidate": out.candidate, "summary": out.summary}
         else:
-            trained = train_in_child(memory.home, cfg, skill, run_id, replay)
+            trained = train_in_child(memory.home, cfg, skill, run_id, replay, ids)
         timings["train_s"] = time.perf_counter() - t
         if not trained["ok"]:
             memory.finish_run(run_id, "failed", error=trained["error"], metrics={"timings": timings})
@@ -180,7 +203,7 @@ def learn_now(
         status = "promoted" if gate.promoted else "blocked"
         memory.update_run(run_id, phase=status)
         memory.finish_run(run_id, status, metrics={"timings": timings, "gate": {
-            "decision": gate.decision.decision, "report": str(gate.report_path)}})
+            "decision": gate.decision.decision, "report": relative(gate.report_path, memory.home)}})
         log(f"run {run_id}: {status} ({candidate} vs {gate.champion}); report {gate.report_path}")
         return RunResult(status, run_id, candidate, gate.champion if not gate.promoted else candidate,
                          str(gate.report_path), list(gate.decision.reasons), timings)

@@ -62,6 +62,28 @@ def test_a_run_trains_gates_and_leaves_a_blocked_champion_alone(skill_home):
     assert Memory(skill_home).unlearned_demonstrations("echoes") == []
 
 
+def test_a_demonstration_added_during_training_is_left_for_the_next_run(skill_home):
+    """The run selects once: the ids on its row are what it trains on, marks used and gates;
+    a demonstration taught while it trains stays unlearned."""
+    memory = Memory(skill_home)
+    selected = [d["id"] for d in memory.unlearned_demonstrations()]
+    late: list[int] = []
+
+    def teach_during_training(line: str) -> None:
+        if " new demonstration(s)" in line and not late:  # logged as training starts
+            late.append(memory.add_demonstration(
+                "echoes", [{"role": "user", "content": "say mauve"}],
+                [{"name": "echo", "arguments": {"word": "mauve"}}])[0])
+
+    result = learn_now(skill_home, FAST, gate_config=GATE, in_process=True, log=teach_during_training)
+    run = memory.run(result.run_id)
+    assert late and run["demonstration_ids"] == selected and late[0] not in selected
+    assert ModelStore(skill_home, quiet=True).manifest(result.candidate)["demonstrations"] == selected
+    assert [d["id"] for d in memory.unlearned_demonstrations()] == late
+    assert memory.demonstration(late[0])["used_in_runs"] == []
+    assert all(memory.demonstration(i)["used_in_runs"] == [result.run_id] for i in selected)
+
+
 def test_kill_during_training_keeps_the_champion_and_the_next_run_recovers(skill_home):
     code = ("import sys; from learner.run import learn_now; from learner.config import LearnConfig;"
             "learn_now(sys.argv[1], LearnConfig(max_steps=400, batch_size=1, max_new_tokens=32))")
@@ -70,7 +92,7 @@ def test_kill_during_training_keeps_the_champion_and_the_next_run_recovers(skill
     deadline = time.time() + 120
     while True:
         runs = memory.runs()
-        if runs and runs[0]["metrics"].get("steps_done", 0) >= 1 or (runs and runs[0]["metrics"].get("step")):
+        if runs and runs[0]["metrics"].get("step", 0) >= 1:  # an optimizer step is done
             break
         assert time.time() < deadline and proc.poll() is None, "training never started"
         time.sleep(0.2)
