@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/sdft-agent
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test test-slow lint bench clean
+.PHONY: install demo test test-slow lint typecheck bench clean
 
 install: $(VENV)/.installed
 
@@ -38,5 +38,9 @@ test-slow: install
 lint: install
 	$(VENV)/bin/ruff check .
 
+# mypy over the packages; the baseline and its relaxations are in pyproject.toml [tool.mypy].
+typecheck: install
+	$(VENV)/bin/mypy
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info
