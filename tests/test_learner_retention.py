@@ -169,3 +169,31 @@ def test_every_lever_is_reachable_with_set():
     for bad in ("retention=sometimes", "retention_beta=-1", "holdout_fraction=1.0", "method=maybe"):
         with pytest.raises(ValueError, match=bad.split("=")[0]):
             LearnConfig(**parse_settings([bad]))
+
+
+def test_a_learning_run_records_heldout_losses_retention_sources_and_why_this_method(tiny_home):
+    from learner.learn import learn_candidate
+    from memory.store import Memory
+    from skills.install import install_pack
+    from skills.pack import SkillPack, bundled_pack
+
+    def pack(name):
+        p = SkillPack.load(bundled_pack(name))
+        p.demonstrations, p.eval = p.demonstrations[:5], p.eval[:2]
+        return p
+
+    cfg = LearnConfig(method="sft", retention="kl", retention_prompts=6, retention_batch=2, retention_demo_share=0.5,
+                      retention_max_new_tokens=4, holdout_fraction=0.2, max_steps=2, batch_size=2, eval_every=1)
+    with Memory(tiny_home) as memory:
+        install_pack(memory, pack("unit_convert"))
+    first = learn_candidate(tiny_home, cfg, skill="unit_convert", progress=False)
+    with Memory(tiny_home) as memory:
+        install_pack(memory, pack("date_math"))
+    second = learn_candidate(tiny_home, cfg, skill="date_math", version=first.candidate, progress=False)
+    with Memory(tiny_home) as memory:
+        m = memory.run(second.run_id)["metrics"]
+    assert m["heldout_n"] == 1 and m["heldout_loss_final"] > 0 and m["train_loss_final"] > 0
+    assert m["why_method"] == {"date_math": "sft: set by the configuration (method=sft)"}
+    # the second night rehearses the first skill's demonstrations, with the installed tools offered
+    assert m["retention"]["sources"].get("demo", 0) == 3 and m["retention"]["pool"] == 6
+    assert len(second.demonstrations) == 5  # the held-out one is used by the run too (to stop on)
