@@ -11,7 +11,7 @@ import torch
 
 from agent.constrain import ToolChoiceError, grammars_for, lark_grammar
 from agent.decode import Request, complete, generate_ids
-from agent.prompt import CALL_OPEN, PromptFormat
+from agent.prompt import CALL_OPEN, PromptFormat, call_block
 from memory.toolschema import argument_errors
 
 BOOK = {"type": "function", "function": {
@@ -111,8 +111,13 @@ def test_required_calls_validate_for_every_schema_feature(tiny_model, tiny_token
             assert set(a.get("tags", [])) <= {"sea", "ski", "art"}
             if "traveller" in a:
                 assert type(a["traveller"]["age"]) is int and set(a["traveller"]) <= {"age", "vip"}
-    seen = {k for c in calls if c["name"] == "book_trip" for k in c["arguments"]}
-    assert {"budget", "tags", "traveller"} & seen  # optional fields do get written
+    # optional fields, arrays and nested objects are allowed: a model writing them is left alone
+    full = {"city": "Oslo", "nights": 3, "budget": 99.5, "class": "economy", "tags": ["sea", "art"],
+            "traveller": {"age": 40, "vip": True}}
+    block = call_block({"name": "book_trip", "arguments": full})
+    (kept,) = complete(Steered(tiny_model, tiny_tokenizer, len(prompt), block), fmt,
+                       [Request(prompt=prompt, tools=TOOLS, tool_choice="required", max_new_tokens=160)])
+    assert kept.text.startswith(block) and fmt.parse(kept.text, TOOLS).calls[0]["arguments"] == full
 
 
 def test_unconstrained_the_same_model_writes_invalid_calls(tiny_model, tiny_tokenizer):
