@@ -1,20 +1,25 @@
 """The retention gate: a candidate replaces the champion only if nothing it could do got worse.
 
-Candidate and champion are evaluated in one process on the same cases (DESIGN.md §7): every
-skill in memory on its held-out cases (no demonstrations in context), the skill just learned,
-and the general probes (skills.probes). Then, per suite, paired on case ids:
+Candidate and champion are judged on the same cases (docs/ARCHITECTURE.md, "The gate"): every
+skill in memory on its held-out cases (no demonstrations in context), the skill just learned, and
+general suites that read what the model writes (skills.probes): closed-book answers (TriviaQA,
+NQ-open), open-answer health, IFEval, tool restraint, drift from the champion on its own answers;
+then cheap extras (ARC-Easy, PIQA, COPA) and drift from the base (informational). Per suite,
+paired on case ids:
 
-- a suite *regresses* when the candidate is worse by more than the suite's tolerance (default
-  2 points of accuracy; 1.0 nats/token of drift) AND the paired test says the drop is not noise
-  (one-sided exact McNemar on the discordant cases, p < alpha; for drift, the sign test on the
-  per-conversation KL differences). On a small suite a few flipped cases are not significant, so
-  noise does not block; a real drop is both large and consistent, so it does.
+- a suite *regresses* when the candidate is worse by more than the suite's tolerance AND the
+  paired test says the drop is not noise (one-sided exact McNemar on the discordant cases,
+  p < alpha; for drift, the sign test on the per-case differences). For closed-book suites the
+  drop is measured as *retained*: of the items the champion answers right, the share the
+  candidate still does. Tolerances come from benchmarks/gate_calibration.py (see DEFAULT_TOLERANCES).
 - the new skill must improve: candidate accuracy above the champion's by more than `min_gain`
   (or both already perfect).
 
-Promote when no suite regresses and the new skill improved: the champion alias moves in one
-transaction (ModelStore.use). Otherwise block: the champion stays. Either way the decision, its
-reasons and every figure go to a report (learner.report) linked from memory.
+The champion's per-case results are cached with its version (learner.gate_cache), so a night
+loads and evaluates only the candidate; a promoted candidate's results become the next night's
+champion cache. Promote when no suite regresses and the new skill improved: the champion alias
+moves (ModelStore.use). Otherwise block. Either way the decision, its reasons and every figure go
+to a report (learner.report) linked from memory.
 """
 
 from __future__ import annotations
@@ -26,40 +31,63 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from learner.gate_cache import GateCache, fingerprint
 from learner.stats import mcnemar_exact, mean_ci, wilson
-from skills.evaluate import SuiteResult, evaluate_memory_skill
+from skills.evaluate import SuiteResult, evaluate_skill, memory_recaller
 
 PROMOTE, BLOCK = "promote", "block"
 
 
+# Per-suite tolerances (fraction of accuracy / retained; nats/token for drift), chosen from the
+# calibration table in benchmarks/results/README.md ("Gate calibration"): the smallest that let
+# the unchanged and gentle candidates pass while every candidate that broke plain answers blocked.
+DEFAULT_TOLERANCES = {
+    "trivia_qa": 0.10,  # retained: a candidate may lose at most 10% of the answers the champion had
+    "nq_open": 0.10,
+    "open_answers": 0.05,
+    "ifeval": 0.05,
+    "tool_restraint": 0.05,
+}
+INFO_KINDS = ("drift",)  # reported, never blocking: drift from the base grows with every promotion
+
+
 @dataclass
 class GateConfig:
-    tolerance: float = 0.02  # accuracy suites: a drop up to this (fraction) never blocks
-    # drift: an increase up to this (nats/token) never blocks. Drift measures how far the
-    # output distribution moved, not an ability: learning runs that left every ability probe
-    # unchanged moved it 0.2-0.5 (benchmarks/results), so only a gross shift should block.
-    drift_tolerance: float = 1.0
-    tolerances: dict[str, float] = field(default_factory=dict)  # per-suite overrides
+    tolerance: float = 0.02  # accuracy suites without their own tolerance: a drop up to this never blocks
+    # drift from the champion on its own answers: an increase up to this (nats/token) never blocks
+    # (calibrated: benchmarks/results/README.md, "Gate calibration")
+    drift_tolerance: float = 0.25
+    tolerances: dict[str, float] = field(default_factory=dict)  # per-suite overrides of DEFAULT_TOLERANCES
     alpha: float = 0.05  # significance level of the one-sided paired test
     min_gain: float = 0.0  # the new skill must beat the champion by more than this
-    batch_size: int = 8
+    batch_size: int = 16
     max_new_tokens: int | None = None  # skill answers; None: longest expected answer + 32
-    probe_sets: tuple[str, ...] | None = None  # default probe sets; None: all (skills.probes)
+    probe_sets: tuple[str, ...] | None = None  # default probe sets; None: all (skills.probes.DEFAULT_SETS)
     probe_files: list[str] = field(default_factory=list)  # extra JSONL probe sets
     probe_limit: int | None = 100  # items per fetched / external probe set (fixed seeded subset)
+    probe_limits: dict[str, int | None] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
     probe_seed: int = 0
     fetch_probes: bool = True
     instruction_max_new_tokens: int = 128
+    cache: bool = True  # reuse the champion's cached per-case results
 
     def tolerance_for(self, suite: SuiteResult) -> float:
         if suite.name in self.tolerances:
             return self.tolerances[suite.name]
-        return self.drift_tolerance if suite.kind == "drift" else self.tolerance
+        if suite.kind in ("drift", "drift_champion"):
+            return self.drift_tolerance
+        return DEFAULT_TOLERANCES.get(suite.name, self.tolerance)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["probe_sets"] = list(self.probe_sets) if self.probe_sets is not None else None
         return d
+
+
+# Items per set in the default gate (the rest use probe_limit), sized for a nightly gate within
+# about a minute and a half on a 2-core CPU with the champion cached (benchmarks/gate_calibration.py).
+DEFAULT_LIMITS: dict[str, int | None] = {"trivia_qa": 100, "nq_open": 100, "ifeval": 100,
+                                         "tool_restraint": 45, "arc_easy": 50, "piqa": 50, "copa": 50}
 
 
 @dataclass
@@ -68,7 +96,7 @@ class SuiteComparison:
 
     name: str
     kind: str
-    role: str  # "new skill" | "skill" | "probe"
+    role: str  # "new skill" | "skill" | "probe" | "info" (reported, never blocks)
     metric: str
     higher_is_better: bool
     n: int
@@ -80,8 +108,10 @@ class SuiteComparison:
     tolerance: float
     ci_champion: tuple[float, float]
     ci_candidate: tuple[float, float]
-    verdict: str  # ok | improved | drop within tolerance | drop not significant | regressed | not improved
+    verdict: str  # ok | improved | drop within tolerance | drop not significant | regressed | not improved | info
     reason: str
+    retained: float | None = None  # closed book: of the champion's right answers, the share kept
+    champion_correct: int | None = None
 
     @property
     def delta(self) -> float:
@@ -125,6 +155,12 @@ def compare_suite(champ: SuiteResult, cand: SuiteResult, *, tolerance: float, al
     p = mcnemar_exact(worse, better, "greater")
     drop = sign * (champ.value - cand.value)  # > 0: the candidate is worse
     binary = champ.binary
+    retained = kept = None
+    if champ.kind == "closed_book":
+        had = [k for k in a if a[k] >= 1.0]
+        kept = sum(1 for k in had if b[k] >= 1.0)
+        retained = kept / len(had) if had else 1.0
+        drop = 1.0 - retained  # what forgetting means to a user: answers it no longer gives
     if binary:
         ci_a, ci_b = wilson(champ.correct, champ.n), wilson(cand.correct, cand.n)
     else:
@@ -134,7 +170,12 @@ def compare_suite(champ: SuiteResult, cand: SuiteResult, *, tolerance: float, al
     change = (f"{_fmt(champ.value, binary)} → {_fmt(cand.value, binary)} "
               f"({(cand.value - champ.value) * scale + 0.0:+.{1 if binary else 4}f} {unit}; {worse} case(s) worse, {better} better, "
               f"one-sided exact McNemar p = {p:.3g})")
-    if role == "new skill":
+    if retained is not None:
+        change += f"; retained {100 * retained:.0f}% of the champion's {len(had)} right answers"
+    measure = "loss of the champion's right answers" if retained is not None else "drop"
+    if role == "info":
+        verdict, why = "info", "reported only: never blocks"
+    elif role == "new skill":
         gain = cand.value - champ.value
         perfect = champ.value >= 1.0 and cand.value >= 1.0
         if gain > min_gain or perfect:
@@ -143,9 +184,9 @@ def compare_suite(champ: SuiteResult, cand: SuiteResult, *, tolerance: float, al
             verdict = "not improved"
             why = f"the new skill must improve by more than {min_gain * scale:g} {unit}"
     elif drop > tolerance and p < alpha:
-        verdict, why = "regressed", f"drop beyond the tolerance of {tolerance * scale:g} {unit} and p < {alpha:g}"
+        verdict, why = "regressed", f"{measure} beyond the tolerance of {tolerance * scale:g} {unit} and p < {alpha:g}"
     elif drop > tolerance:
-        verdict, why = "drop not significant", f"drop beyond tolerance but p ≥ {alpha:g}: noise on {champ.n} cases"
+        verdict, why = "drop not significant", f"{measure} beyond tolerance but p ≥ {alpha:g}: noise on {champ.n} cases"
     elif drop > 0:
         verdict, why = "drop within tolerance", f"within the tolerance of {tolerance * scale:g} {unit}"
     else:
@@ -155,7 +196,8 @@ def compare_suite(champ: SuiteResult, cand: SuiteResult, *, tolerance: float, al
         higher_is_better=champ.higher_is_better, n=champ.n, champion=champ.value,
         candidate=cand.value, worse_cases=worse, better_cases=better, p_value=p,
         tolerance=tolerance, ci_champion=ci_a, ci_candidate=ci_b, verdict=verdict,
-        reason=f"{champ.name}: {change}: {why}",
+        reason=f"{champ.name}: {change}: {why}", retained=retained,
+        champion_correct=len(had) if retained is not None else None,
     )
 
 
@@ -169,7 +211,8 @@ def decide(champion: list[SuiteResult], candidate: list[SuiteResult], config: Ga
         raise ValueError(f"the new skill {new_skill!r} was not evaluated")
     suites = []
     for champ in champion:
-        role = "new skill" if champ.name == new_skill else ("skill" if champ.kind == "skill" else "probe")
+        role = ("new skill" if champ.name == new_skill else "skill" if champ.kind == "skill"
+                else "info" if champ.kind in INFO_KINDS else "probe")
         suites.append(compare_suite(champ, by_name[champ.name], tolerance=config.tolerance_for(champ),
                                     alpha=config.alpha, role=role, min_gain=config.min_gain))
     blocking = [s for s in suites if s.blocks]
@@ -202,28 +245,35 @@ def _load(store, version: str):
     return load(version, store=store)
 
 
-def evaluate_version(model, tokenizer, memory, skills: list[str], probes: list, config: GateConfig,
-                     name: str, log: Callable[[str], None] = lambda _: None) -> list[SuiteResult]:
-    """Every skill's held-out cases (no demonstrations in context), then every probe."""
-    from skills.probes import run_probes
+class SkillSuite:
+    """A skill's held-out cases with its own tools, no demonstrations in context."""
 
-    results = []
-    for skill in skills:
-        log(f"{name}: skill {skill}…")
-        results.append(evaluate_memory_skill(model, tokenizer, memory, skill, batch_size=config.batch_size,
-                                             max_new_tokens=config.max_new_tokens, model_name=name))
-    log(f"{name}: general probes…")
-    results += run_probes(model, tokenizer, probes, batch_size=config.batch_size, model_name=name)
-    return results
+    kind = "skill"
+
+    def __init__(self, name: str, cases: list[dict], tools: list[dict], memory, max_new_tokens: int | None):
+        self.name, self.cases, self.tools, self.memory = name, cases, tools, memory
+        self.max_new_tokens = max_new_tokens
+
+    def items_key(self) -> list:
+        return [self.max_new_tokens, self.tools, [[c.get("id"), c["messages"], c["expected"]] for c in self.cases]]
+
+    def run(self, model, tokenizer, *, batch_size: int = 8, model_name: str | None = None, **_) -> SuiteResult:
+        return evaluate_skill(model, tokenizer, self.cases, self.tools, name=self.name,
+                              recaller=memory_recaller(self.memory, self.name), batch_size=batch_size,
+                              max_new_tokens=self.max_new_tokens, model_name=model_name)
 
 
-def gate_probes(home, config: GateConfig) -> tuple[list, list[str]]:
+def gate_suites(home, memory, skills: list[str], config: GateConfig) -> tuple[list, list[str]]:
+    """(suites, notes): every skill's held-out cases, then the general probes, in report order."""
     from skills.probes import DEFAULT_SETS, default_probes, load_probe_file
 
+    suites: list = [SkillSuite(s, memory.eval_cases(s), memory.tools_for(s), memory, config.max_new_tokens)
+                    for s in skills]
     probes, notes = default_probes(home, sets=tuple(config.probe_sets if config.probe_sets is not None else DEFAULT_SETS),
-                                   limit=config.probe_limit, seed=config.probe_seed,
-                                   fetch=config.fetch_probes, max_new_tokens=config.instruction_max_new_tokens)
-    taken = {p.name for p in probes}
+                                   limit=config.probe_limit, seed=config.probe_seed, fetch=config.fetch_probes,
+                                   max_new_tokens=config.instruction_max_new_tokens, memory=memory,
+                                   limits=config.probe_limits)
+    taken = {p.name for p in probes} | set(skills)
     for path in config.probe_files:
         p = load_probe_file(path, limit=config.probe_limit, seed=config.probe_seed,
                             max_new_tokens=config.instruction_max_new_tokens)
@@ -231,7 +281,16 @@ def gate_probes(home, config: GateConfig) -> tuple[list, list[str]]:
             p.name += "_"
         taken.add(p.name)
         probes.append(p)
-    return probes, notes
+    return suites + probes, notes
+
+
+def decoding_settings(config: GateConfig) -> dict:
+    """What decides the generated tokens besides the model: part of every cache key and report."""
+    try:
+        from skills.generation import DECODING  # the decoding path records its own settings
+    except ImportError:
+        DECODING = {"greedy": True}
+    return {**DECODING, "batch_size": config.batch_size}
 
 
 def run_gate(
@@ -288,33 +347,102 @@ def _check(store, memory, candidate: str, skill: str | None):
     return champ_info.version, cand_info, skills
 
 
+def _evaluate(store, version: str, suites: list, config: GateConfig, *, base: str, log,
+              references: dict | None = None) -> tuple[list[SuiteResult], dict, object, object]:
+    """Load `version`, run `suites` on it; (results, drift references it can serve as champion,
+    model, tokenizer). references: the champion's results and drift payloads, for the suites
+    that judge a candidate against them (open-answer collapse, drift from the champion)."""
+    from skills.probes import ChampionDriftProbe, DriftProbe, OpenHealthProbe
+    from skills.probes.generated import Generations
+
+    log(f"loading {version}…")
+    model, tokenizer = _load(store, version)
+    from agent.prompt import PromptFormat
+
+    gens = Generations(model, PromptFormat(tokenizer), config.batch_size)
+    drift = [s for s in suites if isinstance(s, DriftProbe) and s.ref is None]
+    if drift:
+        if version == base:
+            for s in drift:
+                s.reference(model, tokenizer, base)
+        else:
+            log(f"loading base {base} for drift from the base…")
+            base_model, base_tok = _load(store, base)
+            for s in drift:
+                s.reference(base_model, base_tok, base)
+            del base_model
+    results, payloads = [], {}
+    for s in suites:
+        log(f"{version}: {s.name}…")
+        t0 = time.perf_counter()
+        if isinstance(s, ChampionDriftProbe):
+            if references is None:  # this model is the champion: it is its own reference
+                payloads[s.name] = s.reference(model, tokenizer, batch_size=config.batch_size, generations=gens)
+                r = s.zero(version)
+            else:
+                r = s.run(model, tokenizer, reference=references["payloads"][s.name], model_name=version)
+        elif isinstance(s, OpenHealthProbe) and references is not None:
+            r = s.run(model, tokenizer, batch_size=config.batch_size, model_name=version, generations=gens,
+                      reference=references["results"].get(s.name))
+        else:
+            r = s.run(model, tokenizer, batch_size=config.batch_size, model_name=version, generations=gens)
+        r.wall_s = r.wall_s or time.perf_counter() - t0
+        results.append(r)
+    return results, payloads, model, (tokenizer, gens)
+
+
 def _gate(store, memory, run_id, own_run, champion, cand_info, skill, skills, config, promote, log, t0):
-    """Evaluate both versions, decide, move the alias or not, write and link the report."""
-    from skills.probes import needs_reference, set_reference
+    """Evaluate the champion (from its cache where it can) and the candidate, decide, move the
+    alias or not, write and link the report."""
+    from skills.probes import ChampionDriftProbe
 
     candidate = cand_info.version
-    probes, notes = gate_probes(store.home, config)
+    suites, notes = gate_suites(store.home, memory, skills, config)
+    decoding = decoding_settings(config)
+    keys = {s.name: fingerprint(s, decoding) for s in suites}
     base = store.lineage(candidate)[-1]
-    results: dict[str, list[SuiteResult]] = {}
-    referenced = not needs_reference(probes)
-    for version in (champion, candidate):
-        log(f"loading {version}…")
-        model, tokenizer = _load(store, version)
-        if not referenced:
-            referenced = True
-            if version == base:
-                set_reference(probes, model, tokenizer, base)
-            else:
-                log(f"loading base {base} for drift…")
-                base_model, base_tok = _load(store, base)
-                set_reference(probes, base_model, base_tok, base)
-                del base_model
-        results[version] = evaluate_version(model, tokenizer, memory, skills, probes, config, version, log)
+
+    # champion: cached per-case results where the suite and its items are unchanged
+    cache = GateCache(store.home, champion)
+    champ: dict[str, SuiteResult] = {}
+    payloads: dict = {}
+    if config.cache:
+        for s in suites:
+            r = cache.get(keys[s.name])
+            if r is not None and isinstance(s, ChampionDriftProbe):
+                p = cache.get_payload(keys[s.name])
+                if p is None:
+                    continue
+                payloads[s.name] = p
+            if r is not None:
+                champ[s.name] = r
+    missing = [s for s in suites if s.name not in champ]
+    # open-answer health is judged against the champion's answers: evaluate the champion first
+    if missing:
+        results, fresh, model, _ = _evaluate(store, champion, missing, config, base=base, log=log)
+        for s, r in zip(missing, results, strict=True):
+            champ[s.name] = r
+            cache.put(keys[s.name], r)
+        for name, p in fresh.items():
+            payloads[name] = p
+            cache.put_payload(keys[name], p)
         del model
         gc.collect()
-    decision = decide(results[champion], results[candidate], config, new_skill=skill)
+    cached = [s.name for s in suites if s not in missing]
+    if cached:
+        notes.append(f"champion {champion}: {len(cached)} of {len(suites)} suites from its cache")
+    champ_results = [champ[s.name] for s in suites]
+
+    refs = {"results": champ, "payloads": payloads}
+    cand_results, _, model, (tokenizer, gens) = _evaluate(store, candidate, suites, config, base=base, log=log,
+                                                          references=refs)
+    results = {champion: champ_results, candidate: cand_results}
+    decision = decide(champ_results, cand_results, config, new_skill=skill)
     promoted = False
     if decision.promote and promote:
+        # the candidate's results become the champion cache of the next night: its open answers are
+        # scored on their own (no reference) and it is the reference for drift
+        _cache_as_champion(store.home, candidate, suites, keys, cand_results, model, tokenizer, gens, config)
         from memory.models import ChampionMoved
 
         try:  # a compare-and-set: of two gates judged against one champion, one promotes
@@ -325,8 +453,12 @@ def _gate(store, memory, run_id, own_run, champion, cand_info, skill, skills, co
             decision = GateDecision(False, [str(exc)], decision.suites)
     elif decision.promote:
         decision.reasons.insert(0, "dry run: the gate would promote, the alias was not moved")
+    del model
+    gc.collect()
     summary = _summary(run_id, champion, candidate, cand_info.parent, base, skill, decision, results,
                        config, notes, promoted, time.perf_counter() - t0)
+    summary["decoding"] = decoding
+    summary["cached_suites"] = cached
     from learner.report import history_matrix, write_report
 
     summary["matrix"] = history_matrix(store, memory, summary)
@@ -341,6 +473,19 @@ def _gate(store, memory, run_id, own_run, champion, cand_info, skill, skills, co
         memory.finish_run(run_id, "promoted" if promoted else "blocked",
                           metrics={"gate": {"decision": decision.decision, "report": str(md)}})
     return GateOutcome(run_id, decision, champion, candidate, promoted, report_id, md, html, summary)
+
+
+def _cache_as_champion(home, version, suites, keys, results, model, tokenizer, gens, config) -> None:
+    from skills.probes import ChampionDriftProbe, OpenHealthProbe
+
+    cache = GateCache(home, version)
+    for s, r in zip(suites, results, strict=True):
+        if isinstance(s, ChampionDriftProbe):
+            cache.put_payload(keys[s.name], s.reference(model, tokenizer, batch_size=config.batch_size, generations=gens))
+            r = s.zero(version)
+        elif isinstance(s, OpenHealthProbe):
+            r = s.score([c["answer"] for c in r.cases], model_name=version, wall_s=r.wall_s)
+        cache.put(keys[s.name], r)
 
 
 def _report_folder(home: Path, run_id: int) -> Path:

@@ -146,6 +146,11 @@ def _cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def _code(text: str) -> str:
+    """Inline-code-safe: a backtick in a model's answer would end the span."""
+    return _cell(text).replace("`", "'")
+
+
 def _short(x, n: int = 160) -> str:
     s = " ".join(str(x).split())
     return s if len(s) <= n else s[: n - 1] + "…"
@@ -163,8 +168,8 @@ def changed_cases(champ: SuiteResult, cand: SuiteResult) -> list[str]:
             b = before[c["id"]]
             ask, had, got = c.get("request", ""), b.get("answer", ""), c.get("answer", "")
             why = f" — {c['reason']}" if c.get("reason") else ""
-            lines.append(f"- {kind}: case {c['id']}: {_cell(_short(ask, 100))} — champion `{_cell(_short(had, 120))}`; "
-                         f"candidate `{_cell(_short(got, 120))}`{_cell(why)}")
+            lines.append(f"- {kind}: case {c['id']}: {_cell(_short(ask, 100))} — champion `{_code(_short(had, 120))}`; "
+                         f"candidate `{_code(_short(got, 120))}`{_cell(why)}")
         if len(flipped) > MAX_CHANGED:
             lines.append(f"- … and {len(flipped) - MAX_CHANGED} more {kind}")
     return lines
@@ -189,9 +194,12 @@ def render_markdown(summary: dict, champion: list[SuiteResult], candidate: list[
         "",
         "## Suites",
         "",
-        "Accuracy with its 95% Wilson interval; drift as mean KL to the base (nats/token, lower is "
-        "better) with a 95% normal interval. *worse / better*: cases where the candidate did worse / "
-        "better than the champion; *p*: one-sided exact McNemar (sign test) that the candidate is worse.",
+        "Accuracy (or share of healthy answers) with its 95% Wilson interval; drift as mean KL "
+        "(nats/token, lower is better: `drift_champion` to the champion on its own answers, `drift` to the "
+        "base) with a 95% normal interval. *worse / better*: cases where the candidate did worse / "
+        "better than the champion; *p*: one-sided exact McNemar (sign test) that the candidate is worse. "
+        "Closed-book suites are judged on *retained*: of the questions the champion answers right, the "
+        "share the candidate still does. Role *info*: reported, never blocks.",
         "",
         "| suite | role | n | champion | candidate | change | worse / better | p | tolerance | verdict |",
         "| --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: | --- |",
@@ -199,6 +207,8 @@ def render_markdown(summary: dict, champion: list[SuiteResult], candidate: list[
     for x in s["suites"]:
         binary = x["metric"] == "accuracy"
         change = f"{100 * x['delta']:+.1f} pts" if binary else f"{x['delta']:+.4f}"
+        if x.get("retained") is not None:
+            change += f"; retained {100 * x['retained']:.0f}% of {x['champion_correct']}"
         tol = f"{100 * x['tolerance']:g} pts" if binary else f"{x['tolerance']:g}"
         out.append(f"| {x['name']} | {x['role']} | {x['n']} | {_figure(x, 'champion')} | {_figure(x, 'candidate')} "
                    f"| {change} | {x['worse_cases']} / {x['better_cases']} | {x['p_value']:.3g} | {tol} | **{x['verdict']}** |")
@@ -230,14 +240,17 @@ def render_markdown(summary: dict, champion: list[SuiteResult], candidate: list[
             out += [f"### {name}", "", *lines, ""]
     c = s["config"]
     out += ["", "## Settings", "",
-            f"- tolerance: {100 * c['tolerance']:g} points (accuracy), {c['drift_tolerance']:g} nats/token (drift)"
+            f"- tolerance: {100 * c['tolerance']:g} points (accuracy, unless the table says otherwise), "
+            f"{c['drift_tolerance']:g} nats/token (drift from the champion)"
             + (f"; per suite: {c['tolerances']}" if c["tolerances"] else ""),
             f"- alpha: {c['alpha']:g} (one-sided exact McNemar / sign test); new skill must gain more than "
             f"{100 * c['min_gain']:g} points",
             f"- probes: {', '.join(c['probe_sets']) if c['probe_sets'] is not None else 'default'}"
             + (f" + {', '.join(c['probe_files'])}" if c["probe_files"] else "")
             + f"; up to {c['probe_limit']} items per set (seed {c['probe_seed']})",
-            "- evaluation time: " + ", ".join(f"{v} {t:.1f} s" for v, t in s["eval_wall_s"].items())]
+            "- evaluation time: " + ", ".join(f"{v} {t:.1f} s" for v, t in s["eval_wall_s"].items())
+            + (f" (champion cached for {len(s['cached_suites'])} suites)" if s.get("cached_suites") else ""),
+            f"- decoding: {s.get('decoding', {})}"]
     out += [f"- note: {_cell(n)}" for n in s["notes"]]
     return "\n".join(out) + "\n"
 

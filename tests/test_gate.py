@@ -62,7 +62,8 @@ def gate_home(tiny_home, tmp_path):
 
 
 def _config(mc_path) -> GateConfig:
-    return GateConfig(probe_sets=("drift",), probe_files=[str(mc_path)], max_new_tokens=6, fetch_probes=False)
+    return GateConfig(probe_sets=("drift_champion", "drift"), probe_files=[str(mc_path)], max_new_tokens=6,
+                      fetch_probes=False)
 
 
 def test_damaged_candidate_is_blocked_and_champion_unchanged(gate_home):
@@ -73,12 +74,14 @@ def test_damaged_candidate_is_blocked_and_champion_unchanged(gate_home):
     assert out.decision.decision == "block" and not out.promoted
     assert ModelStore(home, quiet=True).champion_name() == "tiny"
     suites = {s.name: s for s in out.decision.suites}
-    assert set(suites) == {"unit_convert", "drift", "mc"}
+    assert set(suites) == {"unit_convert", "drift_champion", "drift", "mc"}
     assert suites["mc"].champion == 1.0 and suites["mc"].verdict == "regressed"
     assert suites["mc"].worse_cases == round(30 * (1 - suites["mc"].candidate)) and suites["mc"].better_cases == 0
     assert suites["mc"].p_value == pytest.approx(0.5 ** suites["mc"].worse_cases)
     assert suites["drift"].champion == 0.0 and suites["drift"].candidate > 0.1
-    assert suites["drift"].verdict == "regressed" and suites["drift"].worse_cases == 16
+    assert suites["drift"].verdict == "info" and suites["drift"].worse_cases == 16  # reported, never blocks
+    dc = suites["drift_champion"]
+    assert dc.champion == 0.0 and dc.candidate > 0.25 and dc.verdict == "regressed" and dc.worse_cases == dc.n
     assert suites["unit_convert"].verdict == "ok"  # 0% on both sides: no change, no block
     assert any(r.startswith("mc: 100.0% → ") for r in out.decision.reasons)
 
@@ -93,7 +96,7 @@ def test_damaged_candidate_is_blocked_and_champion_unchanged(gate_home):
     with Memory(home) as mem:
         [rec] = mem.gate_reports(out.run_id)
         assert rec["decision"] == "block" and rec["path"] == str(out.report_path)
-        assert rec["summary"]["suites"][2]["name"] == "mc"
+        assert rec["summary"]["suites"][3]["name"] == "mc"
         assert mem.run(out.run_id)["status"] == "blocked"
 
 
@@ -107,13 +110,15 @@ def test_unchanged_candidate_passes_and_is_promoted(gate_home):
     assert store.champion_name() == cand
     history = list(store.db.query("SELECT reason FROM alias_history ORDER BY id DESC LIMIT 1"))
     assert history[0]["reason"] == f"retention gate, run {out.run_id}: promoted over tiny"
-    for s in out.decision.suites:
-        assert (s.champion, s.worse_cases, s.better_cases, s.verdict) == (s.candidate, 0, 0, "ok")
+    for s in out.decision.suites:  # an identical copy: every figure equal, drift from the champion exactly 0
+        assert (s.champion, s.worse_cases, s.better_cases) == (s.candidate, 0, 0)
+        assert s.verdict == ("info" if s.name == "drift" else "ok")
+    assert {s.name: s.candidate for s in out.decision.suites}["drift_champion"] == 0.0
     md = out.report_path.read_text()
     assert f"# Retention gate, run {out.run_id}: PROMOTE" in md
     assert f"{cand} is now the champion" in md
     assert "| mc | probe | 30 | 100.0% [88.6, 100.0] | 100.0% [88.6, 100.0] | +0.0 pts | 0 / 0 | 1 |" in md
-    assert "| drift | probe | 16 | 0.0000 [0.0000, 0.0000] | 0.0000 [0.0000, 0.0000] | +0.0000 | 0 / 0 | 1 |" in md
+    assert "| drift | info | 16 | 0.0000 [0.0000, 0.0000] | 0.0000 [0.0000, 0.0000] | +0.0000 | 0 / 0 | 1 |" in md
 
 
 def test_new_skill_must_improve(gate_home):

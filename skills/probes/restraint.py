@@ -1,0 +1,109 @@
+"""Tool restraint: with every installed skill's tools offered, as the agent serves, a request that
+needs none of them gets an answer, not a call; and a skill's request never calls another skill's
+tool.
+
+Small models that learn one tool tend to call it for everything; accuracy on the skill's own cases
+cannot see that. Two kinds of case, one suite:
+- `r…`: requests no offered tool serves — BFCL v4 `irrelevance` / `live_irrelevance` questions
+  (skills.probes.fetched) and everyday questions written here. Right when the reply opens no
+  `<tool_call>` block (valid or not).
+- `x…`: a sample of each skill's held-out requests, with every installed tool offered. Right when
+  no call names a tool of another skill (calling its own tool wrongly is the skill suite's
+  business, not restraint's). Only when two or more skills are installed.
+"""
+
+from __future__ import annotations
+
+import time
+
+from agent.prompt import CALL_OPEN, PromptFormat
+from skills.evaluate import SuiteResult, user_text
+
+KIND = "restraint"
+MAX_NEW_TOKENS = 40
+
+EVERYDAY = [
+    "What is the capital of Italy?",
+    "How is your week going?",
+    "Can you tell me a joke?",
+    "What is the boiling point of water?",
+    "Who painted the Mona Lisa?",
+    "Thanks, that was helpful!",
+    "What does a doctor do?",
+    "Write a haiku about the sea.",
+    "Which is bigger, the sun or the moon?",
+    "Good night!",
+    "What colour is grass?",
+    "Recommend a book for a long train ride.",
+]
+
+
+class RestraintProbe:
+    """requests: [{"id", "question"}] needing no tool; cross: [{"id", "messages", "skill"}];
+    tools: every installed tool; owner: tool name -> skill."""
+
+    kind = KIND
+
+    def __init__(self, name: str, requests: list[dict], tools: list[dict], *,
+                 cross: list[dict] | None = None, owner: dict[str, str] | None = None,
+                 max_new_tokens: int = MAX_NEW_TOKENS):
+        if not tools:
+            raise ValueError(f"{name}: restraint needs the installed tools (none are installed)")
+        self.name, self.requests, self.tools = name, requests, tools
+        self.cross, self.owner = cross or [], owner or {}
+        self.max_new_tokens = max_new_tokens
+
+    def items_key(self) -> list:
+        return [self.max_new_tokens, self.tools, [[r["id"], r["question"]] for r in self.requests],
+                [[c["id"], c["skill"], c["messages"]] for c in self.cross], sorted(self.owner.items())]
+
+    def run(self, model, tokenizer, *, batch_size: int = 8, model_name: str | None = None,
+            generations=None, **_) -> SuiteResult:
+        from skills.probes.generated import greedy_texts
+
+        t0 = time.perf_counter()
+        fmt = PromptFormat(tokenizer)
+        prompts = [fmt.encode([{"role": "user", "content": r["question"]}], self.tools) for r in self.requests]
+        prompts += [fmt.encode(c["messages"], self.tools) for c in self.cross]
+        texts = greedy_texts(model, fmt, prompts, self.max_new_tokens, batch_size, generations)
+        return self.score(texts, fmt, model_name=model_name, wall_s=time.perf_counter() - t0)
+
+    def score(self, texts: list[str], fmt: PromptFormat, *, model_name: str | None = None,
+              wall_s: float = 0.0) -> SuiteResult:
+        cases = []
+        n = len(self.requests)
+        for row, text in zip(self.requests, texts[:n], strict=True):
+            called = CALL_OPEN in fmt.strip_special(text)
+            cases.append({"id": f"r{row['id']}", "score": 0.0 if called else 1.0, "correct": not called,
+                          "request": row["question"], "answer": text,
+                          "reason": "called a tool where none was needed" if called else "answered"})
+        for case, text in zip(self.cross, texts[n:], strict=True):
+            parsed = fmt.parse(text, None)
+            names = [c["name"] for c in parsed.calls] + [c.name for c in parsed.invalid if c.name]
+            foreign = [x for x in names if self.owner.get(x) != case["skill"]]
+            cases.append({"id": f"x{case['id']}", "score": 0.0 if foreign else 1.0, "correct": not foreign,
+                          "request": user_text(case["messages"]), "answer": text,
+                          "reason": f"called {', '.join(foreign)} (not a {case['skill']} tool)" if foreign
+                          else "no foreign tool"})
+        notes = [f"{len(self.tools)} tool(s) offered; {n} request(s) needing none; "
+                 f"{len(self.cross)} skill request(s) checked for foreign calls"]
+        return SuiteResult(name=self.name, kind=KIND, cases=cases, model=model_name, wall_s=wall_s, notes=notes)
+
+
+def restraint_probe(memory, irrelevant: list[dict], *, per_skill: int = 4, name: str = "tool_restraint",
+                    max_new_tokens: int = MAX_NEW_TOKENS) -> RestraintProbe | None:
+    """The suite for what `memory` has installed (None when no tool is installed)."""
+    tools, owner, cross = [], {}, []
+    skills = memory.list_skills()
+    for s in skills:
+        for t in s["tools"]:
+            tools.append(t)
+            owner[t["name"]] = s["name"]
+    if not tools:
+        return None
+    if len(skills) > 1:
+        for s in skills:
+            for case in memory.eval_cases(s["name"])[:per_skill]:
+                cross.append({"id": f"{s['name']}-{case.get('id')}", "messages": case["messages"], "skill": s["name"]})
+    requests = [{"id": f"e{i:02d}", "question": q} for i, q in enumerate(EVERYDAY)] + list(irrelevant)
+    return RestraintProbe(name, requests, tools, cross=cross, owner=owner, max_new_tokens=max_new_tokens)
