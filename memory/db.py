@@ -9,6 +9,7 @@ A file SQLite cannot read as a database raises DatabaseCorrupt, which names the 
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import sqlite_utils
@@ -61,15 +62,23 @@ def connect(path: Path) -> sqlite_utils.Database:
 def open_db(home: str | Path | None = None) -> sqlite_utils.Database:
     """Open (creating if needed, private) `<home>/memory.db` and bring its schema up to date."""
     path = private_file(resolve_home(home) / DB_NAME)
-    try:
-        db = connect(path)
-        if migrations.pending(db):
-            migrate(db)
-    except sqlite3.DatabaseError as exc:
-        if is_corruption(exc):
-            raise DatabaseCorrupt(path, exc) from exc
-        raise
-    return db
+    for attempt in range(40):
+        try:
+            db = connect(path)
+            if migrations.pending(db):
+                migrate(db)
+            return db
+        except sqlite3.OperationalError as exc:
+            # Switching a brand-new file to WAL takes an exclusive lock that SQLite's busy
+            # handler does not wait for: concurrent first openers retry instead of failing.
+            if "locked" not in str(exc) or attempt == 39:
+                raise
+            time.sleep(0.05)
+        except sqlite3.DatabaseError as exc:
+            if is_corruption(exc):
+                raise DatabaseCorrupt(path, exc) from exc
+            raise
+    raise AssertionError("unreachable")
 
 
 def migrate(db: sqlite_utils.Database) -> None:
