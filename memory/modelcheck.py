@@ -81,16 +81,17 @@ def _weights(folder: Path):
     from transformers import AutoModelForCausalLM
 
     try:
-        model, info = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, output_loading_info=True)
+        model, info = AutoModelForCausalLM.from_pretrained(  # type: ignore[misc]  # a tuple with output_loading_info
+            folder, dtype=torch.float32, output_loading_info=True)
     except Exception as exc:
         raise ModelFolderError(f"{folder}: the weights do not load as a causal language model ({_short(exc)})") from None
-    missing = sorted(info.get("missing_keys") or [])
+    missing: list[str] = sorted(info.get("missing_keys") or [])  # type: ignore[has-type]
     if missing:
         raise ModelFolderError(
             f"{folder}: {len(missing)} weight(s) the architecture needs are missing (e.g. {missing[0]}); "
             f"the safetensors files belong to another model or are incomplete; {SAVE_HINT}"
         )
-    return model.eval()
+    return model.eval()  # type: ignore[has-type]
 
 
 def _prompt_ids(tokenizer, tokens: int):
