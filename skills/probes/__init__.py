@@ -153,7 +153,9 @@ def default_probes(home, *, sets: tuple[str, ...] = DEFAULT_SETS, limit: int | N
         except (ProbeFetchError, OSError, ValueError) as exc:
             notes.append(f"skipped {', '.join(wanted)}: {exc}")
     if "open_answers" in sets:
-        probes.append(OpenHealthProbe("open_answers"))
+        from skills.probes.open_health import PROMPTS
+
+        probes.append(OpenHealthProbe("open_answers", subset(list(PROMPTS), limits.get("open_answers"), seed)))
     if "ifeval" in sets:
         from skills.probes.ifeval import ifeval_probe
 
@@ -185,7 +187,8 @@ def default_probes(home, *, sets: tuple[str, ...] = DEFAULT_SETS, limit: int | N
             else:
                 probes.append(p)
     if "drift_champion" in sets:
-        convs = [[{"role": "user", "content": r}] for r in OpenHealthProbe().requests]
+        opened = [p for p in probes if isinstance(p, OpenHealthProbe)]
+        convs = [[{"role": "user", "content": r}] for r in (opened[0] if opened else OpenHealthProbe()).requests]
         for p in closed:
             convs += [prompt_messages(r["question"]) for r in p.rows[: CLOSED_BOOK_DRIFT // max(1, len(closed))]]
         probes.append(ChampionDriftProbe("drift_champion", convs))
