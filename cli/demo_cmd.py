@@ -112,7 +112,7 @@ def demo(
     table.add_row(f"{skill} (no recall, {len(pack.eval)} cases)", f"{100 * before:.0f}%", f"{100 * after:.0f}%")
     for s in summary.get("suites", []):
         if s.get("role") == "probe":
-            fmt = (lambda v: f"{v:.3f}") if s.get("kind") == "drift" else (lambda v: f"{100 * v:.0f}%")
+            fmt = (lambda v: f"{v:.3f}") if s.get("kind") in ("drift", "drift_champion") else (lambda v: f"{100 * v:.0f}%")
             table.add_row(s["name"], fmt(s["champion"]), fmt(s["candidate"]))
     console.print(table)
     console.print(f"gate decision: [bold]{result.status}[/]")
