@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from pydantic import BaseModel, Field
-from test_agent_support import MULTIPLY, add, call, multiply, scripted_llm
 
 from agent.chat_model import LocalChatModel, from_dicts, to_dicts, tool_schemas
 from agent.loop import Agent, AgentConfig
 from agent.prompt import PromptFormat
+from agent_support import MULTIPLY, add, call, multiply, scripted_llm
 from tiny import build_tiny_model, build_tiny_tokenizer
 
 

@@ -6,10 +6,10 @@ import json
 
 import pytest
 import typer
-from test_agent_support import Scripted, call
 from typer.testing import CliRunner
 
 import agent.loading
+from agent_support import Scripted, call
 from cli import agent_cmd
 from memory.store import Memory
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
-from test_agent_support import MULTIPLY, Scripted, call, multiply, scripted_llm
 
 from agent.chat_model import LocalChatModel
 from agent.loading import load
 from agent.loop import Agent, AgentConfig
 from agent.prompt import PromptFormat
 from agent.runtime import ModelRuntime
+from agent_support import MULTIPLY, Scripted, call, multiply, scripted_llm
 from memory.models import ModelStore
 from memory.store import Memory
 from tiny import save_tiny

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from test_agent_support import MULTIPLY, multiply
 
 from agent.tools import (
     Tool,
@@ -16,6 +15,7 @@ from agent.tools import (
     truncate,
     validate_calls,
 )
+from agent_support import MULTIPLY, multiply
 from tiny import build_tiny_tokenizer
 
 
