@@ -57,6 +57,14 @@ class Episodes:
         return self.database.one(EPISODE_SELECT + " WHERE e.id = ?", [episode_id],
                                  f"episode {episode_id} does not exist")
 
+    def by_response_id(self, response_id: str) -> int | None:
+        """The id of the episode the HTTP server answered as `response_id` (its meta's
+        `response_id`), or None. A scan of the meta column: the server resolves recent ids
+        from its own map and comes here only for older ones."""
+        return self.database.value(
+            "SELECT id FROM episodes WHERE json_extract(meta, '$.response_id') = ? ORDER BY id LIMIT 1",
+            [response_id])
+
     def last(self) -> dict | None:
         rows = self.database.rows(EPISODE_SELECT + " ORDER BY e.id DESC LIMIT 1")
         return rows[0] if rows else None

@@ -128,6 +128,10 @@ class Memory:
     def episode(self, episode_id: int) -> dict:
         return self.episode_repo.get(episode_id)
 
+    def episode_by_response_id(self, response_id: str) -> int | None:
+        """The id of the episode a chat completion answered as `response_id`, or None."""
+        return self.episode_repo.by_response_id(response_id)
+
     def last_episode(self) -> dict | None:
         return self.episode_repo.last()
 
