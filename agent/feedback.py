@@ -12,7 +12,6 @@ memory may belong to another client or process.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 OUTCOMES = {"good": "success", "bad": "failure"}
@@ -27,6 +26,12 @@ def judge(memory, episode_id: int, outcome: str | None = None, *, note: str | No
         raise ValueError("feedback needs an outcome ('good' or 'bad') or the right tool_calls")
     if outcome is not None and outcome not in OUTCOMES:
         raise ValueError(f"outcome must be 'good' or 'bad' (got {outcome!r})")
+    with memory.write():  # all of it or none: a failure below leaves the episode as it was
+        return _judge(memory, episode_id, outcome, note, tool_calls, skill)
+
+
+def _judge(memory, episode_id: int, outcome: str | None, note: str | None,
+           tool_calls: list[dict] | None, skill: str | None) -> dict:
     ep = memory.episode(episode_id)  # NotFoundError (a KeyError) names the missing id
     out: dict[str, Any] = {"episode_id": episode_id, "outcome": None, "demonstration_id": None,
                            "retracted": [], "taught_id": None}
@@ -46,13 +51,13 @@ def judge(memory, episode_id: int, outcome: str | None = None, *, note: str | No
     memory.set_outcome(episode_id, status, note)
     out["outcome"] = status
     if status == "failure":
-        out["retracted"] = retract_demonstrations(memory, episode_id)
+        out["retracted"] = memory.retract_demonstrations(episode_id)
     elif out["taught_id"] is None:
         skill_name = skill or ep.get("skill") or skill_of(memory, _own_calls(ep))
         if skill_name is None:
             out["note"] = "not kept as a demonstration: no skill owns its tool calls"
         else:
-            try:
+            try:  # a savepoint: a refused promotion undoes only itself
                 out["demonstration_id"] = memory.promote_episode(episode_id, skill_name)
                 out["skill"] = skill_name
             except ValueError as exc:
@@ -69,23 +74,6 @@ def skill_of(memory, calls: list[dict]) -> str | None:
         if names <= {t["name"] for t in s["tools"]}:
             return s["name"]
     return None
-
-
-def retract_demonstrations(memory, episode_id: int) -> list[int]:
-    """Delete the demonstrations made from this episode's own turn (not taught corrections);
-    returns their ids. Deleting also drops them from the recall index (its triggers) and from
-    the unlearned set. A version already trained on one keeps its manifest's record of it.
-
-    Raw SQL through the Memory's write transaction until the demonstrations repository offers
-    this (issue 15)."""
-    with memory.write() as db:
-        rows = db.execute(
-            "SELECT id, provenance FROM demonstrations WHERE episode_id = ? ORDER BY id", [episode_id]
-        ).fetchall()
-        ids = [r[0] for r in rows if json.loads(r[1] or "{}").get("via") != "teach"]
-        if ids:
-            db.execute(f"DELETE FROM demonstrations WHERE id IN ({','.join('?' * len(ids))})", ids)
-    return ids
 
 
 def _calls(tool_calls: object) -> list[dict]:

@@ -81,8 +81,5 @@ class EpisodeLog:
                 return self._recent[text]
         if not text.startswith(ID_PREFIX):
             return None
-        with self.memory.snapshot() as db:  # ids from before this process started
-            row = db.execute(
-                "SELECT id FROM episodes WHERE json_extract(meta, '$.response_id') = ? LIMIT 1", [text]
-            ).fetchone()
-        return row[0] if row else None
+        # older than the map, or answered by another server process on this home
+        return self.memory.episode_by_response_id(text)
