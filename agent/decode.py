@@ -49,7 +49,9 @@ from __future__ import annotations
 import copy
 import inspect
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -294,10 +296,30 @@ class Completion:
         return len(self.ids)
 
 
+_CONSTRAIN: ContextVar[bool | None] = ContextVar("sdft_agent_constrain", default=None)
+
+
 def default_constrain() -> bool:
-    """Whether tool calls are constrained when a caller does not say: yes, unless the
-    environment sets SDFT_AGENT_CONSTRAIN=0 (a switch for a whole run, e.g. a gate or a bench)."""
+    """Whether tool calls are constrained when a caller does not say: yes, unless a
+    `constraining(False)` block is in force, or the environment sets SDFT_AGENT_CONSTRAIN=0
+    (a switch for a whole run, e.g. a gate or a bench)."""
+    scoped = _CONSTRAIN.get()
+    if scoped is not None:
+        return scoped
     return os.environ.get("SDFT_AGENT_CONSTRAIN", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+@contextmanager
+def constraining(on: bool | None) -> Iterator[bool]:
+    """Within the block (this thread or task), `default_constrain()` answers `on`; None leaves
+    it as it was. Yields the setting in force. This is how a command's `--no-constrain` reaches
+    code that decodes with the default (the general probes) as well as the code it passes it to."""
+    token = _CONSTRAIN.set(on) if on is not None else None
+    try:
+        yield default_constrain()
+    finally:
+        if token is not None:
+            _CONSTRAIN.reset(token)
 
 
 def _check(r: Request, i: int) -> None:

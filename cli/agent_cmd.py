@@ -25,6 +25,10 @@ RecallOption = Annotated[
 ModelOption = Annotated[str | None, typer.Option("--model", help="Model version (default: the champion, followed as it moves).")]
 MaxTokensOption = Annotated[int, typer.Option("--max-new-tokens", min=1, help="Longest model reply, in tokens.")]
 MaxTurnsOption = Annotated[int, typer.Option("--max-turns", min=1, help="Model calls per question, repair included.")]
+ConstrainOption = Annotated[bool | None, typer.Option(
+    "--constrain/--no-constrain",
+    help="Tool calls follow the offered tools' schemas (constrained decoding, the default unless "
+         "SDFT_AGENT_CONSTRAIN=0); --no-constrain decodes the model's own tokens.")]
 
 HELP = """commands:
   /good [note]    the last answer was right (kept as a demonstration to learn from)
@@ -61,14 +65,22 @@ def skill_tools(memory, skill: str | None) -> list[tuple[dict, object]]:
     return out
 
 
-def build_agent(memory, *, home, skill, recall, model, max_new_tokens, max_turns):
+def resolve_constrain(constrain: bool | None) -> bool:
+    """A command's --constrain/--no-constrain, or agent.decode's default when neither is given."""
+    from agent.decode import default_constrain
+
+    return default_constrain() if constrain is None else constrain
+
+
+def build_agent(memory, *, home, skill, recall, model, max_new_tokens, max_turns, constrain=None):
     from transformers.utils import logging as hf_logging
 
     from agent.chat_model import LocalChatModel
     from agent.loop import Agent, AgentConfig
 
     hf_logging.disable_progress_bar()  # a "Loading weights" bar per promotion is noise in a chat
-    llm = LocalChatModel.from_store(home, version=model, max_new_tokens=max_new_tokens)
+    llm = LocalChatModel.from_store(home, version=model, max_new_tokens=max_new_tokens,
+                                    constrain=resolve_constrain(constrain))
     config = AgentConfig(recall_k=recall, max_turns=max_turns)
     return Agent(llm, skill_tools(memory, skill), memory=memory, skill=skill, config=config)
 
@@ -103,6 +115,7 @@ def run(
     model: ModelOption = None,
     max_new_tokens: MaxTokensOption = 256,
     max_turns: MaxTurnsOption = 6,
+    constrain: ConstrainOption = None,
     home: HomeOption = None,
 ):
     """Answer one question with the skills' tools: one episode, recorded in memory.
@@ -113,12 +126,13 @@ def run(
 
     with Memory(home) as memory:
         agent = build_agent(memory, home=home, skill=skill, recall=recall, model=model,
-                            max_new_tokens=max_new_tokens, max_turns=max_turns)
+                            max_new_tokens=max_new_tokens, max_turns=max_turns, constrain=constrain)
         ep = agent.run(question)
     if as_json:
         keys = ("id", "model_version", "skill", "question", "status", "answer", "error", "tool_calls",
                 "tool_results", "invalid_calls", "recalled", "turns", "usage")
         out = {("episode_id" if k == "id" else k): getattr(ep, k) for k in keys}
+        out["constrained"] = agent.llm.constrain
         typer.echo(json.dumps(out, ensure_ascii=False, indent=2))
     else:
         show_episode(ep)
@@ -131,6 +145,7 @@ def chat(
     model: ModelOption = None,
     max_new_tokens: MaxTokensOption = 256,
     max_turns: MaxTurnsOption = 6,
+    constrain: ConstrainOption = None,
     home: HomeOption = None,
 ):
     """Talk with the agent. Every question is an episode kept in memory; judge it with /good or
@@ -142,10 +157,11 @@ def chat(
 
     with Memory(home) as memory:
         agent = build_agent(memory, home=home, skill=skill, recall=recall, model=model,
-                            max_new_tokens=max_new_tokens, max_turns=max_turns)
+                            max_new_tokens=max_new_tokens, max_turns=max_turns, constrain=constrain)
         version = agent.llm.runtime.current().version
         tools = ", ".join(t.name for t in agent.tools) or "none (install a skill pack to add some)"
-        console.print(Text(f"model {version} · tools: {tools} · /help for commands", style="dim"))
+        decoding = "" if agent.llm.constrain else " · unconstrained tool calls"
+        console.print(Text(f"model {version} · tools: {tools}{decoding} · /help for commands", style="dim"))
         while True:
             try:
                 line = input("you> ").strip()

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from cli.agent_cmd import ConstrainOption, resolve_constrain
 from cli.common import HomeOption, console, friendly_errors
 
 
@@ -30,13 +31,24 @@ def eval_(
     batch_size: Annotated[int, typer.Option(min=1, help="Prompts generated together.")] = 8,
     max_new_tokens: Annotated[int | None, typer.Option(help="Longest skill answer (default: longest expected answer + 32 tokens).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON: accuracy, every case's outcome and generated calls.")] = False,
+    constrain: ConstrainOption = None,
     home: HomeOption = None,
 ):
     """Evaluate a model greedily on skills' held-out cases (no demonstrations in context unless
-    --recall), and optionally on general probes.
+    --recall), and optionally on general probes. Tool calls are decoded as the agent serves them
+    (constrained to the schemas) unless --no-constrain; the result says which (`constrained`).
 
     Example: sdft-agent eval --skill unit_convert --recall 3 --json
     """
+    from agent.decode import constraining
+
+    with constraining(resolve_constrain(constrain)) as constrained:  # the probes decode with the default
+        _eval(skill, pack, model, recall, general, probes, probe_sets, probe_limit, batch_size,
+              max_new_tokens, json_out, constrained, home)
+
+
+def _eval(skill, pack, model, recall, general, probes, probe_sets, probe_limit, batch_size,
+          max_new_tokens, json_out, constrained, home) -> None:
     from agent.loading import load
     from memory.models import ModelStore
     from memory.store import Memory
@@ -62,7 +74,8 @@ def eval_(
                 targets = [("pack", SkillPack.load(p)) for p in bundled_packs()]
                 notes.append("memory has no skills with eval cases: evaluated the bundled packs")
         m, tok = load(info.version, store=store)
-        kw = dict(recall=recall, batch_size=batch_size, max_new_tokens=max_new_tokens, model_name=info.version)
+        kw = dict(recall=recall, batch_size=batch_size, max_new_tokens=max_new_tokens, model_name=info.version,
+                  constrain=constrained)
         results = []
         for kind, target in targets:
             name = target if kind == "memory" else target.name
@@ -78,8 +91,9 @@ def eval_(
     skills = [r for r in results if r.kind == "skill"]
     accuracy = sum(r.correct for r in skills) / sum(r.n for r in skills) if skills and sum(r.n for r in skills) else None
     wall = time.perf_counter() - t0
+    notes.append("decoding: " + ("constrained tool calls" if constrained else "free (--no-constrain)"))
     if json_out:
-        out = {"model": info.version, "recall": recall, "accuracy": accuracy,
+        out = {"model": info.version, "recall": recall, "constrained": constrained, "accuracy": accuracy,
                "suites": [r.to_dict() for r in results], "notes": notes, "wall_s": round(wall, 1)}
         print(json.dumps(out, ensure_ascii=False, indent=1, default=str))
         return

@@ -39,6 +39,11 @@ def serve(
     min_new: Annotated[int, typer.Option(help="Skip a scheduled run (recorded) with fewer new demonstrations than this.")] = 5,
     skill: Annotated[str | None, typer.Option(help="--stdin: offer only this skill's tools to the agent.")] = None,
     recall: Annotated[int, typer.Option(help="--stdin: demonstrations recalled into each question's context.")] = 3,
+    constrain: Annotated[bool | None, typer.Option(
+        "--constrain/--no-constrain",
+        help="Tool calls follow the offered tools' schemas (the default unless SDFT_AGENT_CONSTRAIN=0). "
+             "With --no-constrain, tool_choice auto decodes the model's own tokens; required and a "
+             "named tool stay constrained, since only the grammar can honour them.")] = None,
     home: HomeOption = None,
 ):
     """Serve the agent over HTTP (OpenAI chat completions) with the scheduled learner beside it.
@@ -50,10 +55,13 @@ def serve(
     Example: sdft-agent serve --port 8000, then
     OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="-").chat.completions.create(model="sdft-agent", ...)
     """
+    from cli.agent_cmd import resolve_constrain
     from learner.run import recover_interrupted
     from learner.scheduler import make_scheduler, next_run
     from memory.models import ModelStore
     from memory.store import Memory
+
+    constrained = resolve_constrain(constrain)
 
     if not stdin and host not in LOOPBACK and not api_key:
         raise ValueError(f"--host {host} exposes the agent beyond this machine; give --api-key "
@@ -67,10 +75,10 @@ def serve(
     try:
         if stdin:
             _stdin_loop(memory, store, scheduler, recovered, skill=skill, recall=recall,
-                        max_new_tokens=max_new_tokens)
+                        max_new_tokens=max_new_tokens, constrain=constrained)
         else:
             _http(memory, scheduler, recovered, host=host, port=port, api_key=api_key,
-                  max_new_tokens=max_new_tokens, next_run=lambda: next_run(scheduler))
+                  max_new_tokens=max_new_tokens, next_run=lambda: next_run(scheduler), constrain=constrained)
     except KeyboardInterrupt:
         print("stopping…", file=sys.stderr, flush=True)
     finally:
@@ -78,12 +86,12 @@ def serve(
         memory.close()
 
 
-def _http(memory, scheduler, recovered, *, host, port, api_key, max_new_tokens, next_run) -> None:
+def _http(memory, scheduler, recovered, *, host, port, api_key, max_new_tokens, next_run, constrain) -> None:
     import uvicorn
 
     from agent.server import Engine, create_app
 
-    engine = Engine(memory.home, max_new_tokens=max_new_tokens)
+    engine = Engine(memory.home, max_new_tokens=max_new_tokens, constrain=constrain)
     app = create_app(memory, engine, api_key=api_key or "", next_run=next_run)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
     original_startup = server.startup
@@ -92,7 +100,8 @@ def _http(memory, scheduler, recovered, *, host, port, api_key, max_new_tokens, 
         await original_startup(sockets)
         bound = server.servers[0].sockets[0].getsockname()[1] if server.servers else port
         print(json.dumps({"event": "ready", "url": f"http://{host}:{bound}/v1", "auth": bool(api_key),
-                          "champion": engine.store.champion_name(), "recovered_runs": recovered}), flush=True)
+                          "champion": engine.store.champion_name(), "constrained": constrain,
+                          "recovered_runs": recovered}), flush=True)
 
     server.startup = startup
     try:
@@ -108,13 +117,13 @@ def status_of(memory, store, scheduler) -> dict:
     return status(memory, store, (lambda: next_run(scheduler)) if scheduler else None)
 
 
-def _stdin_loop(memory, store, scheduler, recovered, *, skill, recall, max_new_tokens) -> None:
+def _stdin_loop(memory, store, scheduler, recovered, *, skill, recall, max_new_tokens, constrain) -> None:
     from agent.feedback import judge
     from cli.agent_cmd import build_agent
     from learner.run import learn_now
 
     agent = None
-    print(json.dumps({"event": "ready", **status_of(memory, store, scheduler),
+    print(json.dumps({"event": "ready", **status_of(memory, store, scheduler), "constrained": constrain,
                       "recovered_runs": recovered}), flush=True)
     for line in sys.stdin:
         if not line.strip():
@@ -141,7 +150,8 @@ def _stdin_loop(memory, store, scheduler, recovered, *, skill, recall, max_new_t
             elif "question" in req:
                 if agent is None:
                     agent = build_agent(memory, home=memory.home, skill=skill, recall=recall,
-                                        model=None, max_new_tokens=max_new_tokens, max_turns=6)
+                                        model=None, max_new_tokens=max_new_tokens, max_turns=6,
+                                        constrain=constrain)
                 out = agent.run(str(req["question"]), skill=req.get("skill") or skill).to_dict()
             else:
                 raise ValueError('expected {"question": ...} or {"command": "status"|"good"|"bad"|"teach"|"learn"}')

@@ -202,3 +202,40 @@ def test_eval_cli_table_with_probes(tiny_home, tmp_path):
 def test_eval_cli_unknown_skill_is_one_clear_line(tiny_home):
     result = CliRunner().invoke(_app(), ["eval", "--skill", "nope", "--home", str(tiny_home)])
     assert result.exit_code == 1 and "no bundled skill pack 'nope'" in result.output
+
+
+@pytest.mark.parametrize("flags, env, constrained", [
+    ([], None, True), (["--no-constrain"], None, False), ([], "0", False), (["--constrain"], "0", True)])
+def test_eval_cli_records_the_decoding(tiny_home, tmp_path, monkeypatch, flags, env, constrained):
+    """Constrained by default; --no-constrain (or SDFT_AGENT_CONSTRAIN=0, which --constrain
+    overrides) decodes freely; the result says which, as do the probes' decodings."""
+    import skills.probes
+    from agent.decode import default_constrain
+
+    if env is None:
+        monkeypatch.delenv("SDFT_AGENT_CONSTRAIN", raising=False)
+    else:
+        monkeypatch.setenv("SDFT_AGENT_CONSTRAIN", env)
+    seen = []
+    real = skills.probes.run_probes
+
+    def run_probes(*args, **kwargs):
+        seen.append(default_constrain())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(skills.probes, "run_probes", run_probes)
+    pack = SkillPack.load(bundled_pack("unit_convert"))
+    pack.eval = pack.eval[:2]
+    path = pack.save(tmp_path / "small.json")
+    mc = tmp_path / "mc.jsonl"
+    mc.write_text(json.dumps({"context": "Q: sky?\nA:", "choices": [" blue", " green"], "gold": 0}) + "\n")
+    result = CliRunner().invoke(_app(), ["eval", "--pack", str(path), "--probes", str(mc), "--max-new-tokens", "4",
+                                         "--json", *flags, "--home", str(tiny_home)])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["constrained"] is constrained
+    skill = next(s for s in out["suites"] if s["kind"] == "skill")
+    assert skill["constrained"] is constrained
+    assert f"decoding: {'constrained' if constrained else 'free'}" in skill["notes"]
+    assert seen == [constrained]
+    assert default_constrain() is (env is None)  # the switch ends with the command

@@ -59,8 +59,7 @@ class Server:
         return self.memory.episode(rows[0][0])
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def serving(tmp_path_factory, **engine_options):
     home = tmp_path_factory.mktemp("server-home")
     src = tmp_path_factory.mktemp("tiny-src") / "m"
     save_tiny(src)
@@ -68,12 +67,23 @@ def server(tmp_path_factory):
     store.add_folder(src, "tiny")
     memory = Memory(home)
     memory.add_skill("math", "Arithmetic", [MULTIPLY, ADD])
-    engine = Engine(home, max_new_tokens=12)
+    engine = Engine(home, max_new_tokens=12, **engine_options)
     app = create_app(memory, engine, api_key=KEY, max_request_bytes=64 * 1024)
     with running(app) as url:
         yield Server(url, memory, store)
     engine.close()
     memory.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    yield from serving(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def free_server(tmp_path_factory):
+    """`serve --no-constrain`: tool_choice auto decodes the model's own tokens."""
+    yield from serving(tmp_path_factory, constrain=False)
 
 
 def ask(server, content="What is 6 times 7?", **kw):
@@ -120,6 +130,34 @@ def test_tool_choice_none_never_calls(server):
         assert r.choices[0].message.tool_calls is None and r.choices[0].finish_reason in ("stop", "length")
         assert "<tool_call>" not in (r.choices[0].message.content or "")
         assert server.episode(r.id)["tool_calls"] == []
+
+
+def test_without_constraints_tool_choice_is_still_honoured(free_server):
+    server = free_server
+    assert server.get("/v1/status").json()["constrained"] is False
+    r = ask(server, tools=BOTH, tool_choice="required", max_tokens=CALL_TOKENS)
+    assert r.choices[0].finish_reason == "tool_calls" and r.choices[0].message.tool_calls
+    for tc in r.choices[0].message.tool_calls:
+        valid(tc)
+    assert server.episode(r.id)["meta"]["constrained"] is True
+    for name in ("multiply", "add"):
+        r = ask(server, tools=BOTH, tool_choice={"type": "function", "function": {"name": name}}, max_tokens=CALL_TOKENS)
+        calls = r.choices[0].message.tool_calls
+        assert calls and {tc.function.name for tc in calls} == {name}
+        for tc in calls:
+            valid(tc)
+    for content in ("call multiply now", "<tool_call>"):
+        r = ask(server, content, tools=BOTH, tool_choice="none", max_tokens=24)
+        assert r.choices[0].message.tool_calls is None
+        assert server.episode(r.id)["tool_calls"] == [] and server.episode(r.id)["meta"]["constrained"] is False
+    r = ask(server, tools=BOTH, max_tokens=24)  # auto: the model's own tokens, recorded as such
+    assert server.episode(r.id)["meta"]["constrained"] is False
+
+
+def test_the_default_server_constrains_and_says_so(server):
+    assert server.get("/v1/status").json()["constrained"] is True
+    r = ask(server, tools=BOTH, max_tokens=24)
+    assert server.episode(r.id)["meta"]["constrained"] is True
 
 
 def test_parallel_tool_calls_false_keeps_one_call(server):

@@ -20,6 +20,7 @@ from typing import Any
 
 from agent.answer import answer_after_tools
 from agent.chat_model import LocalChatModel, from_dicts, new_call_id
+from agent.decode import default_constrain
 from agent.runtime import ModelRuntime
 from agent.server.errors import APIError
 
@@ -52,6 +53,7 @@ class Reply:
     answer_source: str | None = None  # model | grounded, for an answer after tool results
     invalid: list[dict] = field(default_factory=list)
     streamed: str = ""  # content already sent as deltas
+    constrained: bool | None = None  # decoded under the schema grammar (Engine.constrained_for)
 
 
 def bind(llm: LocalChatModel, tools: list[dict], choice: str | None):
@@ -88,13 +90,14 @@ class Engine:
     """Generation for the server: the champion and named versions of one model store."""
 
     def __init__(self, home=None, *, store=None, loader: Callable | None = None,
-                 max_new_tokens: int = 256, device: str | None = None):
+                 max_new_tokens: int = 256, device: str | None = None, constrain: bool | None = None):
         from memory.models import ModelStore
 
         self.store = store or ModelStore(home, quiet=True)
         self.loader = loader
         self.device = device
         self.max_new_tokens = max_new_tokens
+        self.constrain = default_constrain() if constrain is None else bool(constrain)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sdft-generate")
         self._champion = self._runtime(None)
         self._pinned: OrderedDict[str, ModelRuntime] = OrderedDict()
@@ -133,11 +136,19 @@ class Engine:
 
     # -- one generation (runs on the worker thread) --------------------------------------------
 
+    def constrained_for(self, job: Job) -> bool:
+        """Whether `job` decodes under the schema grammar: as the server was started (on by
+        default; `--no-constrain` turns it off), except that "required" and a named tool are
+        always constrained, since only the grammar can promise the client that call ("none" is
+        honoured unconstrained too: the tools are not shown and no call is parsed)."""
+        return self.constrain or (bool(job.tools) and job.choice not in (None, "auto", "none"))
+
     def generate(self, job: Job, on_text: Callable[[str], None] | None = None,
                  cancelled: Callable[[], bool] = lambda: False) -> Reply:
         """The assistant's reply to `job`. With `on_text`, content is handed over as it is
         generated, except for an answer after tool results, which is checked first."""
-        llm = LocalChatModel(runtime=self.runtime(job.version))
+        constrained = self.constrained_for(job)
+        llm = LocalChatModel(runtime=self.runtime(job.version), constrain=constrained)
         bound = bind(llm, job.tools, job.choice)
         kwargs: dict[str, Any] = {"max_new_tokens": job.options.get("max_new_tokens") or self.max_new_tokens}
         for key in ("temperature", "top_p"):
@@ -161,7 +172,9 @@ class Engine:
                 ai = chunk if ai is None else ai + chunk
                 if cancelled():
                     break
-        return self._reply(ai, job, results, streamed)
+        reply = self._reply(ai, job, results, streamed)
+        reply.constrained = constrained
+        return reply
 
     def _reply(self, ai, job: Job, results: list[dict], streamed: str) -> Reply:
         offered = {t["name"] for t in job.tools} if job.choice != "none" else set()

@@ -52,7 +52,7 @@ class EpisodeLog:
         meta = {"response_id": response_id, "via": "http", "learned_turn": len(messages) - 1,
                 "status": "cancelled" if cancelled else ("tool_calls" if calls else "answered"),
                 "finish_reason": reply.finish, "usage": reply.usage, "tools": [t["name"] for t in job.tools],
-                "tool_choice": job.choice, "invalid_calls": reply.invalid}
+                "tool_choice": job.choice, "invalid_calls": reply.invalid, "constrained": reply.constrained}
         if reply.answer_source is not None:
             meta.update(answer_source=reply.answer_source, model_text=reply.raw)
         try:

@@ -191,6 +191,7 @@ async def status(request: Request):
     loop = asyncio.get_running_loop()
     out = await loop.run_in_executor(None, status_of, served.memory, served.store, served.next_run)
     out["serving"] = served.engine.runtime(None).version
+    out["constrained"] = served.engine.constrain  # tool_choice auto; required / named always are
     return out
 
 
