@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import queue
 import threading
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,16 +26,7 @@ from typing import Any
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.base import LanguageModelInput
-from langchain_core.messages import (
-    AIMessage,
-    AIMessageChunk,
-    BaseMessage,
-    ChatMessage,
-    FunctionMessage,
-    HumanMessage,
-    SystemMessage,
-    ToolMessage,
-)
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.tool import invalid_tool_call, tool_call, tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
@@ -45,94 +35,14 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, model_validator
 
 from agent.decode import default_constrain, generate_ids
-from agent.prompt import CALL_CLOSE, CALL_OPEN, Parsed
+from agent.messages import from_dicts, new_call_id, text_of, to_dicts, tool_schemas
+from agent.prompt import CALL_OPEN, Parsed
 from agent.runtime import Loaded, ModelRuntime, Pinned
-from memory.toolschema import function_schema, tool_name
+from memory.toolschema import tool_name
 
-_ROLES = {"human": "user", "user": "user", "ai": "assistant", "assistant": "assistant",
-          "system": "system", "tool": "tool", "function": "tool"}
+__all__ = ["LocalChatModel", "from_dicts", "new_call_id", "text_of", "to_dicts", "tool_schemas"]
+
 _PASSTHROUGH_KWARGS = ("stream",)  # langchain-level switches that reach _generate; not ours
-
-
-# ---- message conversion (langchain <-> the project's message vocabulary) ----------------------
-
-def text_of(content: Any) -> str:
-    """The text of a message's content (a string, or content blocks of which text is kept)."""
-    if isinstance(content, str):
-        return content
-    parts = []
-    for block in content or []:
-        if isinstance(block, str):
-            parts.append(block)
-        elif isinstance(block, dict) and block.get("type") == "text":
-            parts.append(block.get("text", ""))
-    return "".join(parts)
-
-
-def to_dicts(messages: Sequence[BaseMessage]) -> list[dict]:
-    """langchain messages -> the project's message dicts (what PromptFormat renders and what
-    memory stores). An invalid call is kept as the raw block the model wrote, so a repair turn
-    shows the model its own mistake."""
-    out: list[dict] = []
-    names: dict[str | None, str] = {}
-    for m in messages:
-        if isinstance(m, AIMessage):
-            content = text_of(m.content)
-            raw = [f"{CALL_OPEN}\n{c.get('args') or ''}\n{CALL_CLOSE}" for c in m.invalid_tool_calls]
-            if raw:
-                content = "\n".join([content, *raw] if content else raw)
-            d: dict = {"role": "assistant", "content": content}
-            if m.tool_calls:
-                d["tool_calls"] = [{"name": c["name"], "arguments": c["args"]} for c in m.tool_calls]
-                names.update({c.get("id"): c["name"] for c in m.tool_calls})
-            out.append(d)
-        elif isinstance(m, (ToolMessage, FunctionMessage)):
-            d = {"role": "tool", "content": text_of(m.content)}
-            name = m.name or names.get(getattr(m, "tool_call_id", None))
-            if name:
-                d["name"] = name
-            out.append(d)
-        elif isinstance(m, (SystemMessage, HumanMessage, ChatMessage)):
-            role = _ROLES.get(m.role if isinstance(m, ChatMessage) else m.type)
-            if role is None:
-                raise ValueError(f"unsupported chat role {m.role!r}")
-            out.append({"role": role, "content": text_of(m.content)})
-        else:
-            raise ValueError(f"unsupported message type {type(m).__name__}")
-    return out
-
-
-def from_dicts(messages: Sequence[dict]) -> list[BaseMessage]:
-    """The project's message dicts -> langchain messages (call ids made up, results matched to
-    calls in order)."""
-    out: list[BaseMessage] = []
-    pending: list[str] = []
-    for m in messages:
-        role, content = m["role"], m.get("content") or ""
-        if role == "system":
-            out.append(SystemMessage(content))
-        elif role == "user":
-            out.append(HumanMessage(content))
-        elif role == "assistant":
-            calls = [tool_call(name=c["name"], args=c.get("arguments", {}), id=new_call_id())
-                     for c in m.get("tool_calls") or []]
-            pending = [c["id"] for c in calls]
-            out.append(AIMessage(content=content, tool_calls=calls))
-        elif role == "tool":
-            call_id = pending.pop(0) if pending else new_call_id()
-            out.append(ToolMessage(content, tool_call_id=call_id, name=m.get("name")))
-        else:
-            raise ValueError(f"unknown role {role!r}")
-    return out
-
-
-def new_call_id() -> str:
-    return f"call_{uuid.uuid4().hex[:24]}"
-
-
-def tool_schemas(tools: Sequence[Any]) -> list[dict]:
-    """Flat OpenAI function schemas for langchain tools, Pydantic models, functions or dicts."""
-    return [function_schema(convert_to_openai_tool(t)) for t in tools]
 
 
 # ---- the chat model -------------------------------------------------------------------------
@@ -219,7 +129,9 @@ class LocalChatModel(BaseChatModel):
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any):
         params = super()._get_ls_params(stop=stop, **kwargs)
-        params.update(ls_provider="sdft-agent", ls_model_name=self.runtime.version or "unloaded",
+        # a per-call `model` (LangChain's tracing convention) names the model in the trace
+        params.update(ls_provider="sdft-agent",
+                      ls_model_name=kwargs.get("model") or self.runtime.version or "unloaded",
                       ls_max_tokens=kwargs.get("max_new_tokens", self.max_new_tokens),
                       ls_temperature=kwargs.get("temperature", self.temperature))
         return params

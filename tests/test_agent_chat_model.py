@@ -3,6 +3,8 @@ and the prompt it sends being exactly the prompt module's (what the learner trai
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from pydantic import BaseModel, Field
@@ -223,3 +225,22 @@ def test_constructs_directly_from_a_home_and_version(tiny_home, tmp_path):
         LocalChatModel(home=tiny_home, version="v9").invoke("hi")
     with pytest.raises(ValueError, match="either runtime or home"):
         LocalChatModel(runtime=champion.runtime, home=tiny_home)
+
+
+def test_scripted_model_replies_in_order_then_defers_to_the_real_one():
+    """The test helper itself (tests/agent_support.py): scripted replies, then the real model."""
+    llm, model, tok = scripted_llm(["first", json.dumps({"x": 1})])
+    assert llm.invoke("a").content == "first"
+    assert llm.invoke("b").content == '{"x": 1}'
+    assert isinstance(llm.invoke("c").content, str)  # the real tiny model, random text
+    assert len(model.inputs) == 3
+
+
+def test_leading_system_messages_become_one_and_a_late_one_is_still_refused():
+    """LangChain callers may open with several system messages (its standard tests do); the
+    project has one, first. A system message after the conversation started stays an error."""
+    msgs = to_dicts([SystemMessage("Be brief."), SystemMessage("Use tools."), HumanMessage("hi")])
+    assert msgs == [{"role": "system", "content": "Be brief.\n\nUse tools."}, {"role": "user", "content": "hi"}]
+    llm, _, _ = scripted_llm(["hello"])
+    with pytest.raises(ValueError, match=r"messages\[1\]\.role: a system message may only come first"):
+        llm.invoke([HumanMessage("hi"), SystemMessage("late")])
