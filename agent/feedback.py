@@ -14,6 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from memory.records import ToolCall, demonstration_of
+from memory.validate import ValidationError
+
 OUTCOMES = {"good": "success", "bad": "failure"}
 
 
@@ -41,7 +44,7 @@ def _judge(memory, episode_id: int, outcome: str | None, note: str | None,
         if skill_name is None:
             raise ValueError("no installed skill owns these tools; install its pack or name the skill")
         demo_id, created = memory.add_demonstration(
-            skill_name, _prompt(ep), calls, source="taught", episode_id=episode_id,
+            skill_name, prompt_of(ep), calls, source="taught", episode_id=episode_id,
             provenance={"episode_id": episode_id, "model_version": ep.get("model_version"), "via": "teach"},
         )
         out.update(taught_id=demo_id, created=created, skill=skill_name)
@@ -77,22 +80,19 @@ def skill_of(memory, calls: list[dict]) -> str | None:
 
 
 def _calls(tool_calls: object) -> list[dict]:
+    """The calls someone taught (one call or a list), by memory.records.ToolCall's rules."""
     calls = [tool_calls] if isinstance(tool_calls, dict) else tool_calls
-    if not isinstance(calls, list) or not all(
-            isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("arguments", {}), dict)
-            for c in calls):
-        raise ValueError('tool_calls: give [{"name": <tool>, "arguments": {...}}, ...]')
-    return [{"name": c["name"], "arguments": c.get("arguments", {})} for c in calls]
+    if not isinstance(calls, list):
+        raise ValidationError('tool_calls: give [{"name": <tool>, "arguments": {...}}, ...]')
+    return [ToolCall.parse({"arguments": {}, **c} if isinstance(c, dict) else c, f"tool_calls[{i}]").plain()
+            for i, c in enumerate(calls)]
 
 
-def _prompt(ep: dict) -> list[dict]:
-    """The conversation before the turn being judged: the recorded `learned_turn` when the
-    episode names one (the server's do), else everything before the first assistant turn."""
-    messages = ep["messages"]
-    turn = (ep.get("meta") or {}).get("learned_turn")
-    if not isinstance(turn, int):
-        turn = next((i for i, m in enumerate(messages) if m["role"] == "assistant"), len(messages))
-    return messages[:turn]
+def prompt_of(ep: dict) -> list[dict]:
+    """The conversation before the turn being judged: the messages before the episode's learned
+    turn, all of them when it names none (memory.records.demonstration_of, the one rule)."""
+    return demonstration_of(ep["messages"], ep.get("tool_calls") or [], ep.get("answer"),
+                            ep.get("learned_turn"))["messages"]
 
 
 def _own_calls(ep: dict) -> list[dict]:

@@ -28,6 +28,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 
 from agent.answer import answer_after_tools  # issue 13 hook
 from agent.chat_model import LocalChatModel, from_dicts, text_of, to_dicts
+from agent.feedback import judge, prompt_of, skill_of
 from agent.recorder import EPISODE_TAG
 from agent.tools import (
     MAX_OUTPUT_CHARS,
@@ -257,24 +258,10 @@ class Agent:
         return last["id"]
 
     def mark(self, good: bool, note: str | None = None, episode_id: int | None = None) -> dict:
-        """Judge an episode (the last by default). A good one becomes a demonstration of its
-        skill when the skill is known (named, or the one owning the tools it called)."""
-        memory = self._memory()
-        eid = self._episode_id(episode_id)
-        memory.set_outcome(eid, "success" if good else "failure", note)
-        out: dict = {"episode_id": eid, "outcome": "success" if good else "failure", "demonstration_id": None}
-        if good:
-            ep = memory.episode(eid)
-            skill = ep.get("skill") or self._skill_of(ep.get("tool_calls") or [])
-            if skill is None:
-                out["note"] = "not kept as a demonstration: no skill owns its tool calls"
-            else:
-                try:
-                    out["demonstration_id"] = memory.promote_episode(eid, skill)
-                    out["skill"] = skill
-                except ValueError as exc:
-                    out["note"] = f"not kept as a demonstration: {exc}"
-        return out
+        """Judge an episode (the last by default) by the one feedback rule (agent.feedback.judge):
+        a good one becomes a demonstration of its skill when the skill is known (named, or the
+        one owning the tools it called); a bad one retracts a demonstration made from it."""
+        return judge(self._memory(), self._episode_id(episode_id), "good" if good else "bad", note=note)
 
     def teach(self, calls: Any, *, episode_id: int | None = None, skill: str | None = None) -> dict:
         """Store the correct call(s) for an episode's question (the last by default) as a taught
@@ -283,9 +270,8 @@ class Agent:
         eid = self._episode_id(episode_id)
         ep = memory.episode(eid)
         calls = validate_calls(calls, self.tools)
-        turn = ep["learned_turn"]
-        prompt = ep["messages"] if turn is None else ep["messages"][:turn]
-        skill = skill or ep.get("skill") or self._skill_of(calls)
+        prompt = prompt_of(ep)  # the messages before its learned turn
+        skill = skill or ep.get("skill") or skill_of(memory, calls)
         if skill is None:
             raise ValueError("no skill owns these tools; name the skill to teach")
         demo_id, created = memory.add_demonstration(
@@ -295,15 +281,6 @@ class Agent:
         if ep["outcome"] == "unknown" and (ep.get("tool_calls") or []) != calls:
             memory.set_outcome(eid, "failure", "corrected with teach")
         return {"episode_id": eid, "demonstration_id": demo_id, "created": created, "skill": skill, "tool_calls": calls}
-
-    def _skill_of(self, calls: list[dict]) -> str | None:
-        names = {c["name"] for c in calls}
-        if not names:
-            return None
-        for s in self._memory().list_skills():
-            if names <= {t["name"] for t in s["tools"]}:
-                return s["name"]
-        return None
 
 
 def _checked_calls(ai: AIMessage, tools: dict[str, Tool]) -> tuple[list[dict], list[dict]]:

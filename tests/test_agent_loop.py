@@ -151,8 +151,9 @@ def test_good_feedback_keeps_the_episode_as_a_demonstration(memory):
     assert demo["messages"] == [{"role": "user", "content": QUESTION}] and demo["source"] == "live"
     assert demo["tool_calls"] == [{"name": "multiply", "arguments": {"a": 6, "b": 7}}]
     assert memory.episode(ep.id)["outcome"] == "success"
-    agent.mark(False, note="changed my mind")
+    out = agent.mark(False, note="changed my mind")  # the one feedback rule: bad retracts
     assert memory.episode(ep.id)["outcome"] == "failure" and memory.episode(ep.id)["note"] == "changed my mind"
+    assert out["retracted"] == [demo["id"]] and memory.demonstrations("math") == []
 
 
 def test_teach_stores_the_correct_calls_as_a_taught_demonstration(memory):
