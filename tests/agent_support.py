@@ -8,8 +8,6 @@ When the script runs out it defers to the real model.
 
 from __future__ import annotations
 
-import json
-
 import torch
 from langchain_core.tools import tool
 
@@ -103,10 +101,3 @@ def scripted_llm(replies, kind: str = "fallback", version: str = "tiny", **field
     llm = LocalChatModel(runtime=Pinned(Loaded.of(model, tok, version)), **fields)
     return llm, model, tok
 
-
-def test_scripted_model_replies_in_order_then_defers_to_the_real_one():
-    llm, model, tok = scripted_llm(["first", json.dumps({"x": 1})])
-    assert llm.invoke("a").content == "first"
-    assert llm.invoke("b").content == '{"x": 1}'
-    assert isinstance(llm.invoke("c").content, str)  # the real tiny model, random text
-    assert len(model.inputs) == 3
