@@ -9,6 +9,13 @@ complete, so a folder under a final name is always whole. Each holds `manifest.j
 sha256 of every file. Which version serves is the `champion` alias, a row in memory.db moved in
 one immediate transaction (memory.database); `alias_history` makes rollback walk back through
 earlier champions.
+
+Longer than our usual module on purpose: it is one object, `ModelStore`, whose invariants hang
+together (a folder under a final name is whole and has a row; the alias names only such a
+version; every alias move is one immediate transaction on the write path, a compare-and-set
+when a gate moves it). Provisioning a base (`pull`, `add_folder` and the GGUF fetch) writes
+through the same draft-and-rename as a learned version, so it stays beside it rather than in a
+module of its own.
 """
 
 from __future__ import annotations

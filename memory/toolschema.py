@@ -1,4 +1,4 @@
-"""Checking tool calls against OpenAI-format tool schemas (DESIGN.md §4).
+"""Checking tool calls against OpenAI-format tool schemas (docs/ARCHITECTURE.md, "Data model": ToolSchema, ToolCall).
 
 Lives in `memory` because memory validates demonstrations before storing them and every other
 package may import memory; the agent's parser and the skill loader use the same rules.
