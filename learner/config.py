@@ -1,11 +1,12 @@
-"""Every knob of a learning run, in one dataclass (DESIGN.md §3).
+"""Every knob of a learning run, in one dataclass (docs/ARCHITECTURE.md, "SDFT").
 
 Defaults follow the paper (Shenfeld et al. 2026) where it decides: forward KL, an EMA teacher
 with α = 0.02, the paper's teacher template, one on-policy sample per prompt at temperature 1.0,
 the first 3 completion tokens masked, AdamW without weight decay, cosine schedule with warmup,
-grad-norm clip 1.0, 2 epochs. The levers DESIGN.md lists for small models (forced tool-call
-opening, teacher-sampled rollouts, the "previous turn" template, fewer masked tokens) are here
-as fields, off by default; a later experiment decides them.
+grad-norm clip 1.0, 2 epochs. The levers for small models (forced tool-call opening,
+teacher-sampled rollouts, the "previous turn" template, fewer masked tokens; docs/ARCHITECTURE.md,
+"Limits measured on small models") are here as fields, off by default; a later experiment
+decides them.
 
 SDFT and SFT share every field except the ones marked "SDFT only": same examples, same LoRA, same
 optimiser and schedule, so a comparison between the two differs only in the loss.

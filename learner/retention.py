@@ -1,5 +1,6 @@
 """Retention self-distillation: while a run learns a new skill, pull the student back toward the
-champion on prompts whose answers should not change (DESIGN.md §3, "measured in wave 1").
+champion on prompts whose answers should not change (docs/ARCHITECTURE.md, "Retention
+during training").
 
 The champion is the weights the LoRA sits on, so its distribution is the same model with the
 adapter disabled: no second copy of the weights.

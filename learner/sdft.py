@@ -1,4 +1,5 @@
-"""Self-Distillation Fine-Tuning (DESIGN.md §3): what SDFT adds to the shared training step.
+"""Self-Distillation Fine-Tuning (docs/ARCHITECTURE.md, "SDFT"): what SDFT adds to the shared
+training step.
 
 Per prompt, one on-policy rollout from the current student (temperature 1.0, top_p 1.0). The
 teacher — the same base weights, as the EMA adapter, with adapters disabled, or the live

@@ -1,4 +1,5 @@
-"""Import a skill pack from the Berkeley Function Calling Leaderboard v4 data (DESIGN.md §4).
+"""Import a skill pack from the Berkeley Function Calling Leaderboard v4 data (docs/ARCHITECTURE.md,
+"Judging a call").
 
 The data ships in the PyPI package `bfcl-eval` (JSON lines under bfcl_eval/data/). One BFCL
 function with many single-call queries becomes one pack: its ground truth gives demonstrations

@@ -1,4 +1,5 @@
-"""Judging a model's tool calls against a held-out case (DESIGN.md §4, BFCL's AST checker).
+"""Judging a model's tool calls against a held-out case (docs/ARCHITECTURE.md, "Judging a
+call"; BFCL's AST checker).
 
 `expected` uses BFCL's possible-answer convention: each argument maps to the list of acceptable
 values, and "" in that list means the argument may be left out. Acceptable values that are dicts

@@ -1,4 +1,4 @@
-"""skills.checker: one test per matching rule (DESIGN.md §4)."""
+"""skills.checker: one test per matching rule (docs/ARCHITECTURE.md, "Judging a call")."""
 
 from __future__ import annotations
 
