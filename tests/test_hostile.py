@@ -89,6 +89,18 @@ def test_a_corrupt_database_names_the_file_and_the_recovery(home, where):
         assert ".recover" in out and "memory export" in out
 
 
+def test_debug_shows_the_traceback_the_plain_message_hides(home):
+    db = unit_home(home) / "memory.db"
+    _corrupt(db, 0, 100)
+    env = {**os.environ, "SDFT_AGENT_HOME": str(home)}
+    plain = subprocess.run([sys.executable, "-m", "cli.main", "memory", "stats"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=120)
+    debug = subprocess.run([sys.executable, "-m", "cli.main", "--debug", "memory", "stats"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 1 and "Traceback" not in plain.stderr and "is damaged" in plain.stderr
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "DatabaseError" in debug.stderr
+
+
 # ---- the home is a file ---------------------------------------------------------------------
 
 
@@ -182,6 +194,27 @@ def test_replace_that_keeps_every_item_valid_swaps_the_tools_and_unbinds_the_imp
         assert "precision" in schema["parameters"]["properties"]
         assert impl is None  # the implementation was written for the bundled schema, not this one
         assert len(m.demonstrations("unit_convert")) == 40
+
+
+def test_memory_import_of_a_skill_with_other_tools_is_refused_and_changes_nothing(home, tmp_path):
+    """The same silent replacement as `skills add`, through the other door: a JSONL skill line."""
+    before = counts(unit_home(home))
+    foreign = json.loads(_foreign_pack(tmp_path).read_text())
+    header = {"type": "header", "format": "sdft-agent-memory", "version": 1}
+    skill = {"type": "skill", "name": "unit_convert", "description": "weather", "tools": foreign["tools"]}
+    demo = {"type": "demonstration", "skill": "unit_convert", **foreign["demonstrations"][0]}
+    file = tmp_path / "foreign.jsonl"
+    file.write_text("".join(json.dumps(r) + "\n" for r in (header, skill, demo)))
+    out = clean_error(cli("memory", "import", str(file), home=home))
+    assert "foreign.jsonl:2: skill 'unit_convert' is installed with other tools" in out
+    assert "nothing was imported" in out and "--replace" in out
+    assert counts(home) == before
+    # an export of the same home imports back: the same tools are not a conflict
+    export = tmp_path / "same.jsonl"
+    assert cli("memory", "export", str(export), home=home).exit_code == 0
+    result = cli("memory", "import", str(export), home=home)
+    assert result.exit_code == 0 and "40 already present" in result.output, result.output
+    assert counts(home) == before
 
 
 # ---- models add -----------------------------------------------------------------------------
@@ -414,6 +447,23 @@ def test_progress_bars_only_on_a_terminal_and_never_with_quiet(tmp_path):
     # a person watching sees the bars, unless --quiet
     assert b"Loading weights" in _on_a_terminal(["ask", "hi", "--max-new-tokens", "2"], env)
     assert not any(b in _on_a_terminal(["--quiet", "ask", "hi", "--max-new-tokens", "2"], env) for b in BARS)
+
+
+LANGCHAIN_USER = """
+import sys
+from agent.chat_model import LocalChatModel
+print(LocalChatModel(home=sys.argv[1]).invoke("hi").content is not None)
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="issue 16, 'piped output' row, the LangChain model: agent/loading.load_folder "
+                   "(and ModelStore.add_folder's load check) show transformers' 'Loading weights' bar whatever "
+                   "stderr is; they should disable it when stderr is not a terminal (not owned by the CLI)")
+def test_the_langchain_model_shows_no_progress_bar_when_stderr_is_piped(tiny_home):
+    proc = subprocess.run([sys.executable, "-c", LANGCHAIN_USER, str(tiny_home)], cwd=ROOT, env=_env(None),
+                          capture_output=True, timeout=180)
+    assert proc.returncode == 0 and proc.stdout.strip() == b"True", proc.stderr
+    assert not any(b in proc.stderr for b in BARS), proc.stderr
 
 
 def test_no_color_is_honoured(tmp_path):
