@@ -148,7 +148,7 @@ def learn_now(
     cfg = cfg or shipped_config()
     memory = Memory(home)
     try:
-        lease = acquire(memory.db, ttl=LEASE_TTL_S)
+        lease = acquire(memory.database, ttl=LEASE_TTL_S)
     except LeaseHeld as exc:  # not logged: the result says it, once, to whoever asked
         return RunResult("busy", reasons=[str(exc)])
     lease.keep_alive()

@@ -46,3 +46,34 @@ def test_heartbeat_keeps_a_short_lease(home):
         acquire(open_db(home), ttl=60)
     lease.release()
     acquire(open_db(home), ttl=60)
+
+
+def test_lease_writes_wait_for_the_memorys_write_lock(home):
+    """On the memory's own connection, a lease write waits for another thread's transaction and
+    never commits it halfway (the lease writes through Database.write())."""
+    import threading
+
+    from memory.store import Memory
+
+    memory = Memory(home)
+    lease = acquire(memory.database, ttl=60)
+    inside, done = threading.Event(), threading.Event()
+    renewed: list[bool] = []
+
+    def renew():
+        inside.wait()
+        renewed.append(lease.renew())
+        done.set()
+
+    threading.Thread(target=renew).start()
+    with pytest.raises(RuntimeError, match="abandon"):
+        with memory.database.write() as db:
+            db.execute("INSERT INTO leases (name, holder, pid, host, acquired_at, expires_at) "
+                       "VALUES ('half-done', 'x', 0, '', 0, 0)")
+            inside.set()
+            assert not done.wait(0.2)  # the renew waits for this transaction
+            raise RuntimeError("abandon")
+    assert done.wait(5) and renewed == [True]
+    assert memory.database.value("SELECT COUNT(*) FROM leases WHERE name = 'half-done'") == 0
+    lease.release()
+    memory.close()
