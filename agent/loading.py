@@ -46,7 +46,10 @@ def load_folder(path: str | Path, *, device: str | None = None, dtype: torch.dty
     """(model, tokenizer) from a Hugging Face folder on disk, in eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from memory.progress import bars_off_unless_terminal
+
     configure_threads()
+    bars_off_unless_terminal()
     dev = pick_device(device)
     tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(

@@ -80,6 +80,9 @@ def _weights(folder: Path):
     import torch
     from transformers import AutoModelForCausalLM
 
+    from memory.progress import bars_off_unless_terminal
+
+    bars_off_unless_terminal()
     try:
         model, info = AutoModelForCausalLM.from_pretrained(  # type: ignore[misc]  # a tuple with output_loading_info
             folder, dtype=torch.float32, output_loading_info=True)

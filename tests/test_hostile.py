@@ -456,9 +456,6 @@ print(LocalChatModel(home=sys.argv[1]).invoke("hi").content is not None)
 """
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16, 'piped output' row, the LangChain model: agent/loading.load_folder "
-                   "(and ModelStore.add_folder's load check) show transformers' 'Loading weights' bar whatever "
-                   "stderr is; they should disable it when stderr is not a terminal (not owned by the CLI)")
 def test_the_langchain_model_shows_no_progress_bar_when_stderr_is_piped(tiny_home):
     proc = subprocess.run([sys.executable, "-c", LANGCHAIN_USER, str(tiny_home)], cwd=ROOT, env=_env(None),
                           capture_output=True, timeout=180)
