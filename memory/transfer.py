@@ -61,6 +61,15 @@ def export_jsonl(mem: Memory, path: str | Path) -> int:
     return n
 
 
+def _tools_key(tools: dict[str, dict]) -> list:
+    """What makes two tool sets the same skill: names, descriptions, parameter schemas."""
+    def params(p):
+        return json.loads(p) if isinstance(p, str) else p
+
+    return sorted((t["name"], t.get("description") or "", json.dumps(params(t.get("parameters") or {}), sort_keys=True))
+                  for t in tools.values())
+
+
 def import_jsonl(mem: Memory, path: str | Path) -> dict:
     """Import every record of the file in one transaction; returns what was added and skipped."""
     path = Path(path)
@@ -97,6 +106,15 @@ def import_jsonl(mem: Memory, path: str | Path) -> dict:
                 elif kind == "skill":
                     record = Skill.parse({"name": rec.get("name"), "description": rec.get("description", ""),
                                           "tools": rec.get("tools", [])}, "skill")
+                    new_tools = {t["name"]: t for t in record.flat_tools()}
+                    known = skills.get(record.name)
+                    if known is None and mem.catalog.get(record.name) is not None:
+                        known = skill(record.name, "skill")
+                    if known is not None and _tools_key(known[1]) != _tools_key(new_tools):
+                        raise ValidationError(
+                            f"skill {record.name!r} is installed (or listed earlier) with other tools; nothing "
+                            "was imported. Import into another home, or change the skill with "
+                            "`sdft-agent skills add --replace PACK`")
                     sid = mem.catalog.upsert(db, record)
                     skills[record.name] = (sid, {t["name"]: t for t in record.flat_tools()})
                     counts["skills"] += 1

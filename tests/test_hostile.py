@@ -215,6 +215,13 @@ def test_memory_import_of_a_skill_with_other_tools_is_refused_and_changes_nothin
     result = cli("memory", "import", str(export), home=home)
     assert result.exit_code == 0 and "40 already present" in result.output, result.output
     assert counts(home) == before
+    # the Python API refuses it too, inside the import's own transaction (no race with the CLI's check)
+    from memory.store import Memory
+    from memory.validate import ValidationError
+
+    with Memory(home) as mem, pytest.raises(ValidationError, match=r"foreign.jsonl:2: skill 'unit_convert' is installed"):
+        mem.import_jsonl(file)
+    assert counts(home) == before
 
 
 # ---- models add -----------------------------------------------------------------------------
