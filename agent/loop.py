@@ -252,20 +252,18 @@ class Agent:
             return episode_id
         if self.last is not None and self.last.id is not None:
             return self.last.id
-        last = self._memory().last_episode()
-        if last is None:
-            raise LookupError("no episode yet: ask something first")
-        return last["id"]
+        # Never "the newest episode in the database": it may be another client's (issue 13).
+        raise LookupError("this agent has answered nothing yet: ask something first, or name the episode id")
 
     def mark(self, good: bool, note: str | None = None, episode_id: int | None = None) -> dict:
-        """Judge an episode (the last by default) by the one feedback rule (agent.feedback.judge):
+        """Judge an episode (this agent's last by default) by the one feedback rule (agent.feedback.judge):
         a good one becomes a demonstration of its skill when the skill is known (named, or the
         one owning the tools it called); a bad one retracts a demonstration made from it."""
         return judge(self._memory(), self._episode_id(episode_id), "good" if good else "bad", note=note)
 
     def teach(self, calls: Any, *, episode_id: int | None = None, skill: str | None = None) -> dict:
         """Store the correct call(s) for an episode's question (the last by default) as a taught
-        demonstration, after checking them against the tool schemas."""
+        demonstration, after checking them against the tool schemas. Default: this agent's last episode."""
         memory = self._memory()
         eid = self._episode_id(episode_id)
         ep = memory.episode(eid)

@@ -258,3 +258,14 @@ def test_a_crashing_model_is_recorded_as_a_failed_episode_and_raises(memory):
     assert row["outcome"] == "failure" and row["meta"] == {"status": "crashed", "error": "RuntimeError: CUDA out of memory"}
     assert row["messages"] == [{"role": "user", "content": QUESTION}] and row["skill"] == "math"
     assert row["model_version"] == "tiny"
+
+
+def test_feedback_without_an_episode_never_judges_another_clients_episode(memory):
+    other, _, _ = agent_with([call("multiply", a=6, b=7), "42"], memory)
+    theirs = other.run(QUESTION)
+    mine, _, _ = agent_with(["unused"], memory)
+    with pytest.raises(LookupError, match="answered nothing yet"):
+        mine.mark(True)
+    with pytest.raises(LookupError, match="answered nothing yet"):
+        mine.teach([{"name": "multiply", "arguments": {"a": 6, "b": 7}}])
+    assert memory.episode(theirs.id)["outcome"] == "unknown" and memory.demonstrations() == []
