@@ -219,6 +219,11 @@ def main() -> None:
             shutil.rmtree(home)
         store = ModelStore(home, quiet=True)
         store.add_folder(base_folder, "base")
+        # The base's per-case gate results are the same in every arm (the cache is keyed by each
+        # suite's items and decoding, so an entry that does not fit is simply not found).
+        shared = Path(args.work) / "_base_gate_cache"
+        if shared.is_dir():
+            shutil.copytree(shared, home / "cache" / "gate" / "base", dirs_exist_ok=True)
         arm = {"settings": text.partition(":")[2], "config": cfg.to_dict(), "replay": replay, "nights": []}
         result["arms"][name] = arm
         for pack in packs:
@@ -229,6 +234,8 @@ def main() -> None:
             r = learn_now(home, cfg, skill=pack.name, replay=replay, gate_config=gate, log=log)
             night = night_record(home, r)
             night["wall_s"] = time.perf_counter() - t
+            if (home / "cache" / "gate" / "base").is_dir():
+                shutil.copytree(home / "cache" / "gate" / "base", shared, dirs_exist_ok=True)
             arm["nights"].append(night)
             log(f"{name}: {pack.name}: {r.status} ({night['wall_s']:.0f} s): "
                 + ", ".join(f"{s['name']} {s['champion']:.3f}->{s['candidate']:.3f}" for s in night["suites"]))

@@ -88,9 +88,12 @@ def test_set_reaches_the_config_and_bad_fields_are_named(tiny_home):
 def test_default_is_the_shipped_recipe(tiny_home):
     from learner.config import SHIPPED, LearnConfig, shipped_config
 
-    # The shipped recipe, pinned: SFT at lr 1e-3 (benchmarks/results/README.md); changing it
-    # should change this line on purpose.
-    assert SHIPPED == {"method": "sft", "lr": 1e-3}
+    # The shipped recipe, pinned: SFT at lr 1e-3 with retention KL to the champion
+    # (benchmarks/results/README.md); changing it should change these lines on purpose.
+    assert SHIPPED == {"method": "sft", "lr": 1e-3, "retention": "kl"}
+    d = LearnConfig()
+    assert (d.retention_batch, d.retention_prompts, d.retention_max_new_tokens, d.retention_tools_share,
+            d.retention_beta) == (8, 64, 16, 1.0, 1.0)
     _teach(tiny_home)
     result = runner.invoke(app, ["learn", "--dry-run", "--home", str(tiny_home)])
     assert result.exit_code == 0 and "sft: 3 demonstration(s)" in result.output
