@@ -37,6 +37,7 @@ from agent.loading import load  # noqa: E402
 from agent.prompt import PromptFormat, call_block  # noqa: E402
 from memory.models import ModelStore  # noqa: E402
 from memory.toolschema import function_schema  # noqa: E402
+from skills.bfcl import in_schema_order  # noqa: E402
 from skills.evaluate import evaluate_skill  # noqa: E402
 from skills.pack import SkillPack, bundled_packs, first_choice  # noqa: E402
 
@@ -151,9 +152,12 @@ def library_rows(tok, fmt, suite_list, n_cases: int) -> list[dict]:
     for name, tools, cases in suite_list:
         good, bad = [], []
         for case in cases[:n_cases]:
-            calls = [{"name": c["name"], "arguments": first_choice(c.get("arguments", {}))} for c in case["expected"]]
-            good.append("\n".join(call_block(c) for c in calls))
             by_name = {function_schema(t)["name"]: t for t in tools}
+            # in the schema's property order: the grammar emits properties in declared order
+            calls = [{"name": c["name"], "arguments": in_schema_order(function_schema(by_name[c["name"]]),
+                                                                       first_choice(c.get("arguments", {})))}
+                     for c in case["expected"]]
+            good.append("\n".join(call_block(c) for c in calls))
             for label, args in _bad_variants(by_name[calls[0]["name"]], calls[0]["arguments"]):
                 bad.append((label, call_block({"name": calls[0]["name"], "arguments": args})))
             padded = call_block(calls[0]).replace('": ', '":   ', 1)

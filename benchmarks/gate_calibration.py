@@ -109,11 +109,23 @@ def detectable(n: int, champion_correct: int | None, alpha: float) -> float:
     return k / (champion_correct if champion_correct else n)
 
 
+def gate_config(args) -> GateConfig:
+    """The default gate, with --gate-set FIELD=VALUE overrides (JSON values), e.g. the demo's sizes."""
+    kw = {}
+    for pair in args.gate_set:
+        k, _, v = pair.partition("=")
+        try:
+            kw[k] = json.loads(v)
+        except json.JSONDecodeError:
+            kw[k] = v
+    return GateConfig(**kw)
+
+
 def calibrate(args) -> None:
     home = Path(args.home)
     store, base = setup(home, [args.skill], args.eval_n)
     rows = []
-    cfg = GateConfig()
+    cfg = gate_config(args)
     for label in args.candidates:
         t0 = time.perf_counter()
         cand = make_candidate(store, home, label, base, args.skill)
@@ -128,7 +140,7 @@ def calibrate(args) -> None:
         print(f"{label:>12} {cand}: {row['decision']} in {row['gate_s']:.0f} s (made in {t_make:.0f} s)", flush=True)
         for q, a in row["plain"].items():
             print(f"    {q!r} -> {a!r}", flush=True)
-        (OUT / "gate_calibration.json").write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows,
+        (OUT / args.out_name).write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows,
                                                                "config": cfg.to_dict()}, indent=1, default=str))
     print_table(rows, cfg)
 
@@ -184,6 +196,9 @@ def main() -> None:
     ap.add_argument("--eval-n", type=int, default=16)
     ap.add_argument("--candidates", nargs="+", default=CANDIDATES)
     ap.add_argument("--timing", action="store_true")
+    ap.add_argument("--gate-set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="GateConfig field, JSON value (e.g. probe_limits={...} for the demo's sizes)")
+    ap.add_argument("--out-name", default="gate_calibration.json")
     ap.add_argument("--bfcl", nargs="+", default=["Events_3_FindEvents", "Music_3_LookupMusic", "Movies_3_FindMovies"])
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)

@@ -81,7 +81,7 @@ def demo(
     step(f"4. learning run: {method.upper()}{keep}, {max_steps} steps, then the retention gate")
     # Every default suite, at demo sizes (the nightly gate uses learner.gate.DEFAULT_LIMITS): the
     # first night evaluates both models uncached, and the demo must stay within minutes.
-    small = {"trivia_qa": 20, "nq_open": 20, "ifeval": 12, "tool_restraint": 21, "open_answers": 16}
+    small = {"trivia_qa": 12, "nq_open": 12, "ifeval": 12, "tool_restraint": 21, "open_answers": 16}
     gate = GateConfig(probe_limit=probe_limit, probe_limits={**{k: probe_limit for k in ("arc_easy", "piqa", "copa")}, **small})
     result = learn_now(store.home, cfg, skill=skill, gate_config=gate,
                        log=lambda m: console.print(f"   {m}"))

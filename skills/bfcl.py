@@ -73,6 +73,14 @@ def load_entries(category: str = "live_multiple") -> list[dict]:
     return [{**q, "ground_truth": answers[q["id"]]} for q in _read_lines(data / fname) if q["id"] in answers]
 
 
+def in_schema_order(tool: dict, args: dict) -> dict:
+    """Arguments in the order the schema declares them: constrained decoding (agent.constrain)
+    emits object properties in that order, so a demonstration in BFCL's answer order would teach a
+    call the grammar then refuses to let the model write (measured: benchmarks/constrained_decoding.py)."""
+    props = list((tool.get("parameters") or {}).get("properties") or {})
+    return {**{k: args[k] for k in props if k in args}, **{k: v for k, v in args.items() if k not in props}}
+
+
 def _single_call(entry: dict) -> tuple[str, dict] | None:
     """(function, acceptable arguments) when the ground truth is exactly one call."""
     gt = entry["ground_truth"]
@@ -184,7 +192,7 @@ def import_bfcl(
         raise _too_few(category, function, len(usable), len(mine), asked)
     random.Random(seed).shuffle(usable)
     demos = [
-        {"messages": m, "tool_calls": [{"name": function, "arguments": first_choice(a)}]}
+        {"messages": m, "tool_calls": [{"name": function, "arguments": in_schema_order(tool, first_choice(a))}]}
         for m, a in usable[:train]
     ]
     cases = [{"messages": m, "expected": [{"name": function, "arguments": a}]} for m, a in usable[train : train + eval]]

@@ -135,3 +135,24 @@ def test_too_few_queries_says_how_many_and_lists_top_functions():
     )
     with pytest.raises(BfclError, match=r"^'no_such_fn' has 0 usable"):
         import_bfcl(function="no_such_fn", train=1, eval=1)
+
+
+def test_demonstration_arguments_follow_the_schema_order_the_grammar_emits():
+    from agent.constrain import lark_grammar  # noqa: F401  (the grammar this order serves)
+    from skills.bfcl import in_schema_order
+
+    tool = {"name": "find", "description": "", "parameters": {"type": "object", "properties": {
+        "city": {"type": "string"}, "date": {"type": "string"}, "event_type": {"type": "string"}}}}
+    got = in_schema_order(tool, {"event_type": "Music", "city": "Los Angeles, CA", "date": "2023-04-07"})
+    assert list(got) == ["city", "date", "event_type"]
+    assert got == {"event_type": "Music", "city": "Los Angeles, CA", "date": "2023-04-07"}
+    assert list(in_schema_order(tool, {"zz": 1, "date": "x"})) == ["date", "zz"]  # unknown keys last
+
+
+@needs_bfcl
+def test_imported_demonstrations_are_in_schema_order():
+    pack = import_bfcl(function="Events_3_FindEvents", train=6, eval=2)
+    order = list(pack.tools[0]["parameters"]["properties"])
+    for demo in pack.demonstrations:
+        keys = list(demo["tool_calls"][0]["arguments"])
+        assert keys == [k for k in order if k in keys]

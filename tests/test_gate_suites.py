@@ -61,6 +61,42 @@ def test_closed_book_retained_blocks_a_consistent_loss():
     assert ok.retained == pytest.approx(0.95) and ok.verdict == "drop within tolerance"
 
 
+def test_plain_facts_is_a_default_closed_book_suite_judged_on_retained():
+    from learner.gate import DEFAULT_TOLERANCES
+    from skills.probes import DEFAULT_SETS
+    from skills.probes.plain_facts import FACTS, plain_facts_probe
+
+    assert DEFAULT_SETS[0] == "plain_facts" and DEFAULT_TOLERANCES["plain_facts"] == 0.05
+    probe = plain_facts_probe()
+    assert probe.kind == "closed_book" and len(probe.rows) == len(FACTS) == 48
+    assert len({normalize(q) for q, _ in FACTS}) == len(FACTS)  # no question twice
+    by_q = {r["question"]: r for r in probe.rows}
+    assert by_q["What is the capital of France?"]["aliases"] == ["Paris"]
+    # the answers seen on real candidates (benchmarks/results/README.md, issue 11 calibration)
+    texts = {q: "I do not know." for q, _ in FACTS}
+    texts["What is the capital of France?"] = "The capital of France is Paris."
+    texts["Which planet do we live on?"] = "The planet of Mars is our home."
+    texts["What is 2 plus 2?"] = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    texts["Who wrote the play Hamlet?"] = "Hamlet was written by William Shakespeare."
+    r = probe.score([texts[row["question"]] for row in probe.rows])
+    got = {c["request"]: c["correct"] for c in r.cases}
+    assert got["What is the capital of France?"] and got["Who wrote the play Hamlet?"]
+    assert not got["Which planet do we live on?"] and not got["What is 2 plus 2?"]
+    assert sum(got.values()) == 2
+
+
+def test_plain_facts_blocks_five_lost_facts_and_passes_four():
+    from skills.probes.plain_facts import plain_facts_probe
+
+    probe = plain_facts_probe()
+    right = [a[0] for a in (row["aliases"] for row in probe.rows)]
+    champ = probe.score(right[:32] + ["no idea"] * 16)  # the base knew 32 of 48
+    lose = lambda k: probe.score(["no idea"] * k + right[k:32] + ["no idea"] * 16)  # noqa: E731
+    four, five = (compare_suite(champ, lose(k), tolerance=0.05, alpha=0.05) for k in (4, 5))
+    assert four.retained == pytest.approx(28 / 32) and four.verdict == "drop not significant"  # p = 0.0625
+    assert five.retained == pytest.approx(27 / 32) and five.verdict == "regressed"  # p = 0.031
+
+
 # ---- open-answer health ------------------------------------------------------------------
 
 
@@ -248,6 +284,9 @@ def _gate_prompts() -> list[str]:
 
     out = list(PROMPTS) + list(EVERYDAY) + [r["prompt"] for r in builtin.INSTRUCTIONS]
     out += [r["user"] for r in builtin.DRIFT]
+    from skills.probes.plain_facts import FACTS
+
+    out += [q for q, _ in FACTS]
     for name in ("unit_convert", "date_math", "catalog"):
         for case in SkillPack.load(bundled_pack(name)).eval:
             out += [m["content"] for m in case["messages"] if m["role"] == "user"]

@@ -41,7 +41,7 @@ FETCHED_SETS = ("arc_easy", "piqa", "copa")
 CLOSED_BOOK_SETS = ("trivia_qa", "nq_open")
 # The default gate: what a user sees first (closed-book answers, open answers, instructions, tool
 # restraint, drift from the champion), then the cheap extras.
-DEFAULT_SETS = (*CLOSED_BOOK_SETS, "open_answers", "ifeval", "tool_restraint", "drift_champion",
+DEFAULT_SETS = ("plain_facts", *CLOSED_BOOK_SETS, "open_answers", "ifeval", "tool_restraint", "drift_champion",
                 *FETCHED_SETS, "drift")
 ALL_SETS = (*DEFAULT_SETS, "instructions")
 DEFAULT_LIMIT = 100
@@ -152,6 +152,10 @@ def default_probes(home, *, sets: tuple[str, ...] = DEFAULT_SETS, limit: int | N
                     closed.append(p)
         except (ProbeFetchError, OSError, ValueError) as exc:
             notes.append(f"skipped {', '.join(wanted)}: {exc}")
+    if "plain_facts" in sets:
+        from skills.probes.plain_facts import plain_facts_probe, plain_facts_rows
+
+        probes.append(plain_facts_probe(subset(plain_facts_rows(), limits.get("plain_facts"), seed)))
     if "open_answers" in sets:
         from skills.probes.open_health import PROMPTS
 
