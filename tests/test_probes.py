@@ -234,7 +234,7 @@ def test_probe_files_of_every_shape(tmp_path):
 
 def test_default_set_offline_keeps_what_is_written_here(tmp_path):
     probes, notes = default_probes(tmp_path / "h", fetch=False)
-    assert [p.name for p in probes] == ["open_answers", "drift_champion", "drift"]
+    assert [p.name for p in probes] == ["plain_facts", "open_answers", "drift_champion", "drift"]
     assert notes[0].startswith("skipped trivia_qa, nq_open, arc_easy, piqa, copa: ")
     assert notes[1].startswith("skipped ifeval: ") and notes[2].startswith("skipped tool_restraint: no memory")
     with pytest.raises(ValueError, match="unknown probe set"):
