@@ -25,7 +25,7 @@ import torch
 
 from skills.evaluate import SuiteResult
 
-SCORING_VERSION = 1
+SCORING_VERSION = 2  # 2: tool restraint also fails markup loops that are not a call
 
 
 def fingerprint(suite, decoding: dict | None = None) -> str:

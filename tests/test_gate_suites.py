@@ -192,6 +192,20 @@ def test_restraint_allows_a_skill_its_own_tool(tiny_model, tiny_tokenizer):
     assert [c["score"] for c in r.cases] == [0.0] * 5 + [1.0]
 
 
+def test_restraint_fails_a_markup_loop_that_is_not_a_call(tiny_tokenizer):
+    from agent.prompt import PromptFormat
+
+    fmt = PromptFormat(tiny_tokenizer)
+    probe = _restraint()
+    loop = "<response>\n" + "<tool_response>\n" * 40  # seen for "Good night!" with the tool offered
+    texts = [loop, "Good night!", "The capital of Italy is Rome.", "Sleep well.", "I am fine, thanks.",
+             "No tool here."]
+    r = probe.score(texts, fmt)
+    assert [c["score"] for c in r.cases] == [0.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    assert r.cases[0]["reason"].startswith("no answer: ") and "loop" in r.cases[0]["reason"]
+    assert [c["reason"] for c in r.cases[1:5]] == ["answered"] * 4  # a short reply is an answer
+
+
 # ---- drift from the champion ---------------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ import time
 
 from agent.prompt import CALL_OPEN, PromptFormat
 from skills.evaluate import SuiteResult, user_text
+from skills.probes.open_health import flags
 
 KIND = "restraint"
 MAX_NEW_TOKENS = 40
@@ -74,9 +75,14 @@ class RestraintProbe:
         n = len(self.requests)
         for row, text in zip(self.requests, texts[:n], strict=True):
             called = CALL_OPEN in fmt.strip_special(text)
-            cases.append({"id": f"r{row['id']}", "score": 0.0 if called else 1.0, "correct": not called,
-                          "request": row["question"], "answer": text,
-                          "reason": "called a tool where none was needed" if called else "answered"})
+            # not a call is not yet an answer: a loop of tool markup ("<tool_response>" × 40, seen on a
+            # promoted candidate for "Good night!") fails too
+            debris = [] if called else [f for f in flags(text) if f in ("loop", "markup")]
+            ok = not called and not debris
+            reason = ("called a tool where none was needed" if called
+                      else f"no answer: {', '.join(debris)}" if debris else "answered")
+            cases.append({"id": f"r{row['id']}", "score": 1.0 if ok else 0.0, "correct": ok,
+                          "request": row["question"], "answer": text, "reason": reason})
         for case, text in zip(self.cross, texts[n:], strict=True):
             parsed = fmt.parse(text, None)
             names = [c["name"] for c in parsed.calls] + [c.name for c in parsed.invalid if c.name]
