@@ -8,6 +8,9 @@ When the script runs out it defers to the real model.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 from langchain_core.tools import tool
 
@@ -15,6 +18,9 @@ from agent.chat_model import LocalChatModel
 from agent.prompt import call_block
 from agent.runtime import Loaded, Pinned
 from tiny import build_tiny_model, build_tiny_tokenizer
+
+DATE_TOOLS = json.loads((Path(__file__).resolve().parents[1] / "skills" / "packs" / "date_math.json")
+                        .read_text())["tools"]
 
 MULTIPLY = {
     "name": "multiply",

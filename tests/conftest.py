@@ -51,3 +51,31 @@ def tiny_home(home, tmp_path):
     store = ModelStore(home, quiet=True)
     store.add_folder(tmp_path / "tiny-src", "tiny")
     return home
+
+
+@pytest.fixture
+def store_home(tiny_home):
+    """tiny_home with the bundled date_math skill's tools installed."""
+    from agent_support import DATE_TOOLS
+    from memory.store import Memory
+
+    with Memory(tiny_home) as mem:
+        mem.add_skill("date_math", "Calendar arithmetic", DATE_TOOLS)
+    return tiny_home
+
+
+@pytest.fixture
+def script(monkeypatch):
+    """Replies the store's model will give, in order (then its own random text)."""
+    import agent.loading
+    from agent_support import Scripted
+
+    replies: list[str] = []
+    real_load = agent.loading.load
+
+    def scripted_load(*args, **kwargs):
+        model, tok = real_load(*args, **kwargs)
+        return Scripted(model, tok, replies), tok
+
+    monkeypatch.setattr(agent.loading, "load", scripted_load)
+    return replies

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import typer
 from typer.testing import CliRunner
 
-import agent.loading
-from agent_support import Scripted, call
+from agent_support import call
 from cli import agent_cmd
 from memory.store import Memory
 
@@ -17,28 +15,6 @@ runner = CliRunner()
 app = typer.Typer()
 app.command()(agent_cmd.run)
 app.command()(agent_cmd.chat)
-DATE_TOOLS = json.load(open(__import__("skills").__path__[0] + "/packs/date_math.json"))["tools"]
-
-
-@pytest.fixture
-def store_home(tiny_home):
-    with Memory(tiny_home) as mem:
-        mem.add_skill("date_math", "Calendar arithmetic", DATE_TOOLS)
-    return tiny_home
-
-
-@pytest.fixture
-def script(monkeypatch):
-    """Replies the store's model will give, in order (then its own random text)."""
-    replies: list[str] = []
-    real_load = agent.loading.load
-
-    def scripted_load(*args, **kwargs):
-        model, tok = real_load(*args, **kwargs)
-        return Scripted(model, tok, replies), tok
-
-    monkeypatch.setattr(agent.loading, "load", scripted_load)
-    return replies
 
 
 def test_run_json_gives_calls_results_answer_and_episode_id(store_home, script):

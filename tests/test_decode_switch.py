@@ -13,21 +13,11 @@ import agent.decode
 from agent.decode import constraining, default_constrain
 from cli import agent_cmd
 from cli.main import app as main_app
-from memory.store import Memory
-
-DATE_TOOLS = json.load(open(__import__("skills").__path__[0] + "/packs/date_math.json"))["tools"]
 
 
 @pytest.fixture(autouse=True)
 def no_env(monkeypatch):
     monkeypatch.delenv("SDFT_AGENT_CONSTRAIN", raising=False)
-
-
-@pytest.fixture
-def store_home(tiny_home):
-    with Memory(tiny_home) as mem:
-        mem.add_skill("date_math", "Calendar arithmetic", DATE_TOOLS)
-    return tiny_home
 
 
 @pytest.fixture

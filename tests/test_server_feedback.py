@@ -13,11 +13,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-import agent.loading
 from agent.feedback import judge
 from agent.server.engine import Job, Reply
 from agent.server.episodes import EpisodeLog, new_response_id
-from agent_support import Scripted, call
+from agent_support import DATE_TOOLS, call
 from cli import agent_cmd
 from memory.store import Memory
 
@@ -25,7 +24,6 @@ ROOT = Path(__file__).resolve().parent.parent
 INT = {"type": "integer"}
 MULTIPLY = {"name": "multiply", "description": "Multiply two integers.",
             "parameters": {"type": "object", "properties": {"a": INT, "b": INT}, "required": ["a", "b"]}}
-DATE_TOOLS = json.load(open(ROOT / "skills" / "packs" / "date_math.json"))["tools"]
 
 
 @pytest.fixture
@@ -144,19 +142,6 @@ def test_the_response_id_names_its_episode_in_any_process(mem):
 
 
 # ---- chat: /good /bad /teach judge this chat's own episode ------------------------------------
-
-@pytest.fixture
-def script(monkeypatch):
-    replies: list[str] = []
-    real_load = agent.loading.load
-
-    def scripted_load(*args, **kwargs):
-        model, tok = real_load(*args, **kwargs)
-        return Scripted(model, tok, replies), tok
-
-    monkeypatch.setattr(agent.loading, "load", scripted_load)
-    return replies
-
 
 def test_chat_feedback_judges_only_its_own_episode(tiny_home, script):
     with Memory(tiny_home) as m:
