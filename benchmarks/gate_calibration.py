@@ -33,7 +33,7 @@ import torch  # noqa: E402
 
 from agent.loading import load  # noqa: E402
 from agent.prompt import PromptFormat  # noqa: E402
-from learner.config import shipped_config  # noqa: E402
+from learner.config import parse_settings, shipped_config  # noqa: E402
 from learner.gate import GateConfig, run_gate  # noqa: E402
 from learner.learn import learn_candidate  # noqa: E402
 from memory.models import ModelStore  # noqa: E402
@@ -111,14 +111,7 @@ def detectable(n: int, champion_correct: int | None, alpha: float) -> float:
 
 def gate_config(args) -> GateConfig:
     """The default gate, with --gate-set FIELD=VALUE overrides (JSON values), e.g. the demo's sizes."""
-    kw = {}
-    for pair in args.gate_set:
-        k, _, v = pair.partition("=")
-        try:
-            kw[k] = json.loads(v)
-        except json.JSONDecodeError:
-            kw[k] = v
-    return GateConfig(**kw)
+    return GateConfig(**parse_settings(args.gate_set, config=GateConfig, what="gate"))
 
 
 def calibrate(args) -> None:

@@ -197,14 +197,7 @@ def main() -> None:
     base_folder = ModelStore(args.base_home, quiet=True).resolve(None).path
     specs = args.skills.split(",")
     packs = [load_skill(s, args.eval_n, args.train_n, seed=0) for s in specs]
-    gate_kw = {}
-    for pair in args.gate_set:
-        k, _, v = pair.partition("=")
-        try:
-            gate_kw[k] = json.loads(v)
-        except json.JSONDecodeError:
-            gate_kw[k] = v
-    gate = GateConfig(**gate_kw)
+    gate = GateConfig(**parse_settings(args.gate_set, config=GateConfig, what="gate"))
     result = {"skills": [p.name for p in packs], "args": vars(args), "gate": gate.to_dict(), "arms": {}}
     for f in args.merge:
         result["arms"].update(json.loads(Path(f).read_text())["arms"])

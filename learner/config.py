@@ -148,20 +148,22 @@ class LearnConfig:
         return cls(**d)
 
 
-def parse_settings(pairs: list[str], own_options: tuple[str, ...] = ()) -> dict:
-    """FIELD=VALUE strings (`--set` on the command line) → LearnConfig keyword arguments, the
-    value read as JSON where it is JSON (numbers, true/false, lists) and as a string otherwise.
+def parse_settings(pairs: list[str], own_options: tuple[str, ...] = (), config: type = LearnConfig,
+                   what: str = "learning") -> dict:
+    """FIELD=VALUE strings (`--set` on the command line) → keyword arguments of the dataclass
+    `config` (LearnConfig, or e.g. learner.gate.GateConfig with what="gate"), the value read as
+    JSON where it is JSON (numbers, true/false, lists, objects) and as a string otherwise.
     Fields in `own_options` have their own command-line option and are refused here."""
     import json
 
-    known = {f.name for f in fields(LearnConfig)}
+    known = {f.name for f in fields(config)}
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ValueError(f"--set {pair!r}: expected FIELD=VALUE, e.g. --set skip_first=0")
         if key not in known:
-            raise ValueError(f"--set {key}: no such learning setting; known: {', '.join(sorted(known))}")
+            raise ValueError(f"--set {key}: no such {what} setting; known: {', '.join(sorted(known))}")
         if key in own_options:
             raise ValueError(f"--set {key}: use --{key.replace('_', '-')} instead")
         try:
