@@ -122,63 +122,16 @@ def import_(
 ):
     """Add the skills, demonstrations and eval cases of a JSONL file.
 
-    Validated against each skill's tool schemas. All or nothing: one bad line names itself and
+    Validated against each skill's tool schemas; a skill whose tools differ from the installed
+    skill's is refused. All or nothing: one bad line names itself and
     nothing is written. Importing the same file again adds nothing.
 
     Example: sdft-agent memory import demos.jsonl --home ./other-home
     """
     with _memory(home) as mem:
-        # Checked before the import's own transaction (import_jsonl checkpoints the WAL after it,
-        # which cannot run inside an outer one); the importer itself should refuse it (memory/).
-        _refuse_changed_skills(mem, file)
         c = mem.import_jsonl(file)
     console.print(
         f"imported {c['skills']} skills, {c['demonstrations']} demonstrations "
         f"({c['duplicates']} already present), {c['eval_cases']} eval cases "
         f"({c['eval_duplicates']} already present)"
     )
-
-
-def _tool_key(tools: list[dict]) -> list:
-    return sorted((t["name"], t.get("description", ""), json.dumps(t.get("parameters", {}), sort_keys=True))
-                  for t in tools)
-
-
-def _refuse_changed_skills(mem, file: Path) -> None:
-    """An import never silently changes an installed skill's tools (issue 16: the stored
-    demonstrations would stop validating and a bundled implementation would be bound to a foreign
-    schema). A skill line whose tools differ from the installed skill's, or from an earlier line of
-    the same file, is refused; a line the importer cannot read is left to its own message."""
-    from memory.records import Skill
-    from skills.install import tool_changes
-
-    try:
-        lines = file.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
-        return  # the importer names the problem
-    seen: dict[str, list[dict]] = {}
-    where: dict[str, str] = {}  # where the tools a skill line must match come from
-    for lineno, text in enumerate(lines, 1):
-        try:
-            rec = json.loads(text)
-        except ValueError:
-            continue
-        if not isinstance(rec, dict) or rec.get("type") != "skill":
-            continue
-        try:
-            skill = Skill.parse({"name": rec.get("name"), "description": rec.get("description", ""),
-                                 "tools": rec.get("tools", [])}, "skill")
-        except ValueError:
-            continue  # the importer names the problem
-        tools = skill.flat_tools()
-        if skill.name not in seen:
-            installed = mem.get_skill(skill.name)
-            if installed is None:
-                seen[skill.name], where[skill.name] = tools, f"has other tools on line {lineno}"
-                continue
-            seen[skill.name], where[skill.name] = installed["tools"], "is installed with other tools"
-        if _tool_key(seen[skill.name]) != _tool_key(tools):
-            raise ValueError(
-                f"{file.name}:{lineno}: skill {skill.name!r} {where[skill.name]} (this line "
-                f"{tool_changes(seen[skill.name], tools)}); nothing was imported. Import into another home, "
-                "or change the skill with `sdft-agent skills add --replace PACK`.")

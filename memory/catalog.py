@@ -6,6 +6,7 @@ whole by `add`. Eval cases are deduplicated by fingerprint within a skill.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import sqlite_utils
@@ -19,6 +20,27 @@ SELECT c.id, s.name AS skill, c.messages, c.expected, c.created_at
 FROM eval_cases c JOIN skills s ON s.id = c.skill_id
 """
 
+
+
+def tool_key(tools: list[dict]) -> str:
+    """What makes two tool sets the same skill (names, descriptions, parameter schemas), in any order."""
+    return json.dumps(sorted(({"name": t["name"], "description": t.get("description", ""),
+                               "parameters": t.get("parameters", {})} for t in tools),
+                             key=lambda t: t["name"]), sort_keys=True)
+
+
+def tool_changes(old: list[dict], new: list[dict]) -> str:
+    """What differs between two tool lists, in words ("adds x; removes y; changes z")."""
+    a, b = {t["name"]: t for t in old}, {t["name"]: t for t in new}
+    parts = []
+    if added := sorted(set(b) - set(a)):
+        parts.append(f"adds {', '.join(added)}")
+    if removed := sorted(set(a) - set(b)):
+        parts.append(f"removes {', '.join(removed)}")
+    changed = sorted(n for n in set(a) & set(b) if tool_key([a[n]]) != tool_key([b[n]]))
+    if changed:
+        parts.append(f"changes {', '.join(changed)}")
+    return "; ".join(parts) or "reorders the tools"
 
 class Catalog:
     def __init__(self, database: Database):

@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from memory.catalog import tool_changes, tool_key
 from memory.records import Skill
 from memory.validate import ValidationError
 
@@ -61,15 +62,6 @@ def export_jsonl(mem: Memory, path: str | Path) -> int:
     return n
 
 
-def _tools_key(tools: dict[str, dict]) -> list:
-    """What makes two tool sets the same skill: names, descriptions, parameter schemas."""
-    def params(p):
-        return json.loads(p) if isinstance(p, str) else p
-
-    return sorted((t["name"], t.get("description") or "", json.dumps(params(t.get("parameters") or {}), sort_keys=True))
-                  for t in tools.values())
-
-
 def import_jsonl(mem: Memory, path: str | Path) -> dict:
     """Import every record of the file in one transaction; returns what was added and skipped."""
     path = Path(path)
@@ -80,6 +72,7 @@ def import_jsonl(mem: Memory, path: str | Path) -> dict:
         raise ValidationError(f"{path}: cannot read ({exc.strerror})") from None
     with mem.write() as db:
         skills: dict[str, tuple[int, dict]] = {}  # name -> (id, tools), as of this transaction
+        first_line: dict[str, int] = {}  # skill name -> the line of the file that first listed it
 
         def skill(name, where: str) -> tuple[int, dict]:
             if name not in skills:
@@ -106,15 +99,22 @@ def import_jsonl(mem: Memory, path: str | Path) -> dict:
                 elif kind == "skill":
                     record = Skill.parse({"name": rec.get("name"), "description": rec.get("description", ""),
                                           "tools": rec.get("tools", [])}, "skill")
-                    new_tools = {t["name"]: t for t in record.flat_tools()}
-                    known = skills.get(record.name)
-                    if known is None and mem.catalog.get(record.name) is not None:
-                        known = skill(record.name, "skill")
-                    if known is not None and _tools_key(known[1]) != _tools_key(new_tools):
+                    # an import never silently changes an installed skill's tools (nor one listed
+                    # earlier in the file): its demonstrations would stop validating
+                    new_tools = record.flat_tools()
+                    if record.name in first_line:
+                        where = f"has other tools on line {first_line[record.name]}"
+                        old: list[dict] | None = list(skills[record.name][1].values())
+                    elif mem.catalog.get(record.name) is not None:
+                        where, old = "is installed with other tools", list(skill(record.name, "skill")[1].values())
+                    else:
+                        old = None
+                    if old is not None and tool_key(old) != tool_key(new_tools):
                         raise ValidationError(
-                            f"skill {record.name!r} is installed (or listed earlier) with other tools; nothing "
+                            f"skill {record.name!r} {where} (this line {tool_changes(old, new_tools)}); nothing "
                             "was imported. Import into another home, or change the skill with "
-                            "`sdft-agent skills add --replace PACK`")
+                            "`sdft-agent skills add --replace PACK`.")
+                    first_line.setdefault(record.name, lineno)
                     sid = mem.catalog.upsert(db, record)
                     skills[record.name] = (sid, {t["name"]: t for t in record.flat_tools()})
                     counts["skills"] += 1

@@ -10,10 +10,10 @@ transaction, so a replacement is applied whole or not at all.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
+from memory.catalog import tool_changes, tool_key
 from skills.pack import SkillPack
 
 MAX_NAMED = 10  # stored items named in a refusal; the rest are counted
@@ -47,32 +47,12 @@ def _checked_install(memory: Any, pack: SkillPack, replace: bool) -> dict:
     return {**_install(memory, pack), "replaced": replaced}
 
 
-def _tool_key(tools: list[dict]) -> str:
-    return json.dumps(sorted(({"name": t["name"], "description": t.get("description", ""),
-                               "parameters": t.get("parameters", {})} for t in tools),
-                             key=lambda t: t["name"]), sort_keys=True)
-
-
-def tool_changes(old: list[dict], new: list[dict]) -> str:
-    """What differs between two tool lists, in words ("added x; removed y; changed z")."""
-    a, b = {t["name"]: t for t in old}, {t["name"]: t for t in new}
-    parts = []
-    if added := sorted(set(b) - set(a)):
-        parts.append(f"adds {', '.join(added)}")
-    if removed := sorted(set(a) - set(b)):
-        parts.append(f"removes {', '.join(removed)}")
-    changed = sorted(n for n in set(a) & set(b) if _tool_key([a[n]]) != _tool_key([b[n]]))
-    if changed:
-        parts.append(f"changes {', '.join(changed)}")
-    return "; ".join(parts) or "reorders the tools"
-
-
 def check_existing(memory: Any, pack: SkillPack, replace: bool) -> bool:
     """Refuse a pack that would change an installed skill's tools, unless `replace` and every
     stored demonstration and eval case of the skill validates against the new tools.
     Returns True when the tools will be replaced."""
     existing = memory.get_skill(pack.name)
-    if existing is None or _tool_key(existing["tools"]) == _tool_key(pack.tools):
+    if existing is None or tool_key(existing["tools"]) == tool_key(pack.tools):
         return False
     what = tool_changes(existing["tools"], pack.tools)
     if not replace:
@@ -165,4 +145,4 @@ def implementations_for(skill: str, tools: list[dict]) -> dict[str, Callable]:
         return {}  # an implementation module with no pack: nothing says what it was written for
     return {t["name"]: impl[t["name"]] for t in tools
             if t["name"] in impl and t["name"] in written_for
-            and _tool_key([t]) == _tool_key([written_for[t["name"]]])}
+            and tool_key([t]) == tool_key([written_for[t["name"]]])}

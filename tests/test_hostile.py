@@ -224,6 +224,19 @@ def test_memory_import_of_a_skill_with_other_tools_is_refused_and_changes_nothin
     assert counts(home) == before
 
 
+def test_memory_import_of_one_new_skill_listed_twice_with_other_tools_is_refused(home, tmp_path):
+    before = counts(unit_home(home))
+    foreign = json.loads(_foreign_pack(tmp_path).read_text())
+    header = {"type": "header", "format": "sdft-agent-memory", "version": 1}
+    first = {"type": "skill", "name": "weather2", "description": "weather", "tools": foreign["tools"]}
+    other = {**first, "tools": [{**foreign["tools"][0], "description": "something else"}]}
+    file = tmp_path / "twice.jsonl"
+    file.write_text("".join(json.dumps(r) + "\n" for r in (header, first, other)))
+    out = clean_error(cli("memory", "import", str(file), home=home))
+    assert "twice.jsonl:3: skill 'weather2' has other tools on line 2" in out and "nothing was imported" in out
+    assert counts(home) == before
+
+
 # ---- models add -----------------------------------------------------------------------------
 
 
