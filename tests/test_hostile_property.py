@@ -141,30 +141,27 @@ def test_malformed_packs(fuzz_home, tmp_path_factory, doc):
     _add_pack(fuzz_home, tmp_path_factory, doc)
 
 
+def _pack_with_one_malformed(data, key: str, label: str) -> dict:
+    """A valid pack with one of its `key` items ("demonstrations" or "eval") mutated, or one more
+    made of junk or of a mutated neighbour."""
+    pack = _valid_pack()
+    i = data.draw(st.integers(0, len(pack[key])), label=label)
+    if i == len(pack[key]):
+        pack[key].append(data.draw(st.one_of(JUNK, mutated(pack[key][0]))))
+        return pack
+    return data.draw(mutated(pack, (key, i)))
+
+
 @_settings(20)
 @given(data=st.data())
 def test_packs_with_a_malformed_demonstration(fuzz_home, tmp_path_factory, data):
-    pack = _valid_pack()
-    i = data.draw(st.integers(0, len(pack["demonstrations"])), label="demonstration")
-    if i == len(pack["demonstrations"]):  # one more, made of junk or of a mutated neighbour
-        pack["demonstrations"].append(data.draw(st.one_of(JUNK, mutated(pack["demonstrations"][0]))))
-        doc = pack
-    else:
-        doc = data.draw(mutated(pack, ("demonstrations", i)))
-    _add_pack(fuzz_home, tmp_path_factory, doc)
+    _add_pack(fuzz_home, tmp_path_factory, _pack_with_one_malformed(data, "demonstrations", "demonstration"))
 
 
 @_settings(20)
 @given(data=st.data())
 def test_packs_with_a_malformed_eval_case(fuzz_home, tmp_path_factory, data):
-    pack = _valid_pack()
-    i = data.draw(st.integers(0, len(pack["eval"])), label="eval case")
-    if i == len(pack["eval"]):
-        pack["eval"].append(data.draw(st.one_of(JUNK, mutated(pack["eval"][0]))))
-        doc = pack
-    else:
-        doc = data.draw(mutated(pack, ("eval", i)))
-    _add_pack(fuzz_home, tmp_path_factory, doc)
+    _add_pack(fuzz_home, tmp_path_factory, _pack_with_one_malformed(data, "eval", "eval case"))
 
 
 @pytest.fixture(scope="module")
