@@ -45,10 +45,16 @@ def log(msg: str) -> None:
 
 
 def load_skill(spec: str, eval_n: int, train_n: int, seed: int) -> SkillPack:
+    """SPEC is a bundled pack's name or bfcl:FUNCTION[+siblings]; SPEC@TRAIN/EVAL overrides the sizes."""
+    if "@" in spec:
+        spec, _, sizes = spec.partition("@")
+        train_n, eval_n = (int(x) for x in sizes.split("/"))
     if spec.startswith("bfcl:"):
         from skills.bfcl import import_bfcl
 
-        return import_bfcl("live_multiple", function=spec[5:], train=train_n, eval=eval_n, seed=seed)
+        function, plus, _ = spec[5:].partition("+siblings")
+        return import_bfcl("live_multiple", function=function, train=train_n, eval=eval_n, seed=seed,
+                           siblings=bool(plus))
     pack = SkillPack.load(bundled_pack(spec))
     rng = random.Random(seed)
     if len(pack.eval) > eval_n:

@@ -116,6 +116,9 @@ def import_bfcl(
     seed: Annotated[int, typer.Option(help="Seed of the train/eval split.")] = 0,
     out: Annotated[str | None, typer.Option(help="Also write the pack to this JSON file.")] = None,
     add_to_memory: Annotated[bool, typer.Option("--add/--no-add", help="Store the pack in memory.")] = True,
+    siblings: Annotated[bool, typer.Option("--siblings/--no-siblings",
+                                           help="Also offer the other functions of its service "
+                                                "(e.g. Music_3_PlayMedia beside Music_3_LookupMusic).")] = False,
     home: HomeOption = None,
 ):
     """Build a skill pack from the Berkeley Function Calling Leaderboard data (needs
@@ -127,7 +130,7 @@ def import_bfcl(
     from skills.bfcl import import_bfcl as build
     from skills.install import install_pack
 
-    pack = build(category, function=function, train=train, eval=eval_, seed=seed)
+    pack = build(category, function=function, train=train, eval=eval_, seed=seed, siblings=siblings)
     if out:
         pack.save(out)
         console.print(f"wrote {out}")

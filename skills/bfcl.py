@@ -6,8 +6,11 @@ function with many single-call queries becomes one pack: its ground truth gives 
 (first acceptable value of each argument) and held-out eval cases (the full possible answers).
 
 Decisions:
-- tools = the target function only; the other candidate functions BFCL puts beside each query
-  (distractors, different per query) are dropped, so the pack teaches one tool.
+- tools = the target function only by default; the other candidate functions BFCL puts beside
+  each query (distractors, different per query) are dropped, so the pack teaches one tool. With
+  `siblings=True` the pack also carries the other functions of the target's own service (the
+  `Service_N_` prefix BFCL's live data shares, e.g. Music_3_PlayMedia beside Music_3_LookupMusic),
+  so picking the right tool among related ones is part of what is learned and judged.
 - The same function appears with slightly different schemas across queries (descriptions, enum
   lists); the pack uses the most frequent one, with enum lists widened to the union over queries.
 - Schemas are normalised to JSON Schema: "dict" -> "object", "float" -> "number",
@@ -143,6 +146,30 @@ def _tool_for(function: str, entries: list[dict]) -> dict:
     return tool
 
 
+SERVICE_RE = re.compile(r"^([A-Za-z]+_\d+)_[A-Za-z0-9]+$")
+
+
+def _sibling_tools(function: str, entries: list[dict]) -> list[dict]:
+    """The other functions of `function`'s service that appear in the category, by name."""
+    m = SERVICE_RE.match(function)
+    if not m:
+        raise BfclError(f"{function!r} has no service prefix (like Music_3_ in Music_3_LookupMusic), "
+                        "so it has no siblings; import it without siblings")
+    prefix = m.group(1) + "_"
+    names = sorted({f["name"] for e in entries for f in e["function"]
+                    if f.get("name", "").startswith(prefix) and f["name"] != function})
+    if not names:
+        raise BfclError(f"{function!r} is the only function of service {m.group(1)} in this category; "
+                        "import it without siblings")
+    tools = []
+    for n in names:
+        try:
+            tools.append(check_tool_schema(_tool_for(n, entries)))
+        except ToolSchemaError as exc:
+            raise BfclError(f"sibling {n!r}: its schema does not normalise to a valid one: {exc}") from None
+    return tools
+
+
 def _messages(entry: dict) -> list[dict]:
     """The first turn's messages (a system message included), role and content only."""
     return [{"role": m["role"], "content": m["content"]} for m in entry["question"][0]]
@@ -164,9 +191,11 @@ def import_bfcl(
     eval: int,
     seed: int = 0,
     name: str | None = None,
+    siblings: bool = False,
 ) -> SkillPack:
     """A pack for one BFCL function: `train` demonstrations and `eval` held-out cases, disjoint,
-    chosen by a seeded shuffle of its single-call queries."""
+    chosen by a seeded shuffle of its single-call queries (with `siblings`, the other functions of
+    its service are offered too)."""
     entries = load_entries(category)
     mine = sorted((e for e in entries if (c := _single_call(e)) and c[0] == function), key=lambda e: e["id"])
     asked = f"train {train} + eval {eval} = {train + eval}"
@@ -200,8 +229,9 @@ def import_bfcl(
     if not NAME_RE.match(pack_name):
         raise BfclError(f"pack name {pack_name!r} must match {NAME_RE.pattern}; pass name=")
     description = f"{tool['description']} (BFCL v4 {category})".strip()
+    tools = [tool, *(_sibling_tools(function, entries) if siblings else [])]
     pack = SkillPack.from_dict(
-        {"name": pack_name, "description": description, "tools": [tool], "demonstrations": demos, "eval": cases},
+        {"name": pack_name, "description": description, "tools": tools, "demonstrations": demos, "eval": cases},
         source=f"BFCL {category}/{function}",
     )
     return pack

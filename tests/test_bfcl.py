@@ -156,3 +156,24 @@ def test_imported_demonstrations_are_in_schema_order():
     for demo in pack.demonstrations:
         keys = list(demo["tool_calls"][0]["arguments"])
         assert keys == [k for k in order if k in keys]
+
+
+@needs_bfcl
+def test_siblings_offer_the_other_functions_of_the_service_and_a_sibling_call_is_wrong():
+    pack = import_bfcl(function="Music_3_LookupMusic", train=10, eval=5, seed=0, siblings=True)
+    assert [t["name"] for t in pack.tools] == ["Music_3_LookupMusic", "Music_3_PlayMedia"]
+    assert all(d["tool_calls"][0]["name"] == "Music_3_LookupMusic" for d in pack.demonstrations)
+    plain = import_bfcl(function="Music_3_LookupMusic", train=10, eval=5, seed=0)
+    assert plain.demonstrations == pack.demonstrations and plain.eval == pack.eval  # same split
+    case = pack.eval[0]
+    args = first_choice(case["expected"][0]["arguments"])
+    assert check_calls([{"name": "Music_3_LookupMusic", "arguments": args}], case["expected"], pack.tools).correct
+    assert not check_calls([{"name": "Music_3_PlayMedia", "arguments": {"track": "x"}}], case["expected"], pack.tools).correct
+
+
+@needs_bfcl
+def test_siblings_need_a_service_with_other_functions():
+    with pytest.raises(BfclError, match="has no service prefix"):
+        import_bfcl(function="get_service_providers", train=5, eval=2, siblings=True)
+    with pytest.raises(BfclError, match="the only function of service Movies_3"):
+        import_bfcl(function="Movies_3_FindMovies", train=5, eval=2, siblings=True)

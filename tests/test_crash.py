@@ -3,11 +3,14 @@ intact memory.db, a champion that is the old version or the whole new one, and a
 works. (Training is covered by tests/test_learn_run.py.)
 
 Each run is a separate process that kills itself with SIGKILL at an exact point (a function it
-reaches is replaced by the kill), so nothing of it gets to clean up, as with `kill -9`.
+reaches is replaced by the kill), so nothing of it gets to clean up, as with `kill -9`. The runs
+are forked from one launcher that has imported torch, transformers and peft but computed nothing,
+so the module pays for those imports once instead of once per kill point.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -32,61 +35,79 @@ FAST = LearnConfig(max_steps=1, batch_size=2, max_new_tokens=4)
 PROMOTING = GateConfig(probe_sets=(), fetch_probes=False, max_new_tokens=8, min_gain=-1.0)
 
 CRASHING_RUN = r"""
-import os, signal, sys
+import json, os, signal, sys
 
-home, point = sys.argv[1], sys.argv[2]
+import peft, torch, transformers  # noqa: F401  imported once, before any fork; nothing computed yet
+
+import learner.gate, learner.merge, learner.run, memory.models, memory.store
 
 
 def die(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-if point == "merge: writing the version":
-    import learner.merge
-    learner.merge.save_adapter = die  # the merged weights are in the temporary folder, the adapter is not
-elif point == "merge: committing the version":
-    import memory.models
-    memory.models.fsync_dir = die  # renamed under its final name, its row not yet committed
-elif point == "gate: evaluating the candidate":
-    import learner.gate
-    real_load = learner.gate._load
+def arm(point):
+    if point == "merge: writing the version":
+        learner.merge.save_adapter = die  # the merged weights are in the temporary folder, the adapter is not
+    elif point == "merge: committing the version":
+        memory.models.fsync_dir = die  # renamed under its final name, its row not yet committed
+    elif point == "gate: evaluating the candidate":
+        real_load = learner.gate._load
 
-    def load(store, version):
-        if version != "tiny":  # the champion is judged, the candidate is loaded next
-            die()
-        return real_load(store, version)
-
-    learner.gate._load = load
-elif point == "promotion: inside the alias transaction":
-    from memory.models import ModelStore
-    real_use = ModelStore.use
-
-    def use(self, *args, **kwargs):
-        execute = self.db.execute
-
-        def execute_then_die(sql, *params):
-            out = execute(sql, *params)
-            if "alias_history" in sql:  # the alias row is updated, the transaction not committed
+        def load(store, version):
+            if version != "tiny":  # the champion is judged, the candidate is loaded next
                 die()
-            return out
+            return real_load(store, version)
 
-        self.db.execute = execute_then_die
-        return real_use(self, *args, **kwargs)
+        learner.gate._load = load
+    elif point == "promotion: inside the alias transaction":
+        real_use = memory.models.ModelStore.use
 
-    ModelStore.use = use
-elif point == "promotion: after the alias moved":
-    import memory.store
-    memory.store.Memory.add_gate_report = die  # promoted; no report, run not finished
-else:
-    raise SystemExit(f"unknown point {point}")
+        def use(self, *args, **kwargs):
+            execute = self.db.execute
 
-from learner.config import LearnConfig
-from learner.gate import GateConfig
-from learner.run import learn_now
+            def execute_then_die(sql, *params):
+                out = execute(sql, *params)
+                if "alias_history" in sql:  # the alias row is updated, the transaction not committed
+                    die()
+                return out
 
-learn_now(home, LearnConfig(max_steps=1, batch_size=2, max_new_tokens=4), in_process=True,
-          gate_config=GateConfig(probe_sets=(), fetch_probes=False, max_new_tokens=8, min_gain=-1.0))
-raise SystemExit(5)  # the kill point was never reached
+            self.db.execute = execute_then_die
+            return real_use(self, *args, **kwargs)
+
+        memory.models.ModelStore.use = use
+    elif point == "promotion: after the alias moved":
+        memory.store.Memory.add_gate_report = die  # promoted; no report, run not finished
+    else:
+        raise SystemExit(f"unknown point {point}")
+
+
+def crash(home, point):
+    from learner.config import LearnConfig
+    from learner.gate import GateConfig
+
+    arm(point)
+    learner.run.learn_now(home, LearnConfig(max_steps=1, batch_size=2, max_new_tokens=4), in_process=True,
+                          gate_config=GateConfig(probe_sets=(), fetch_probes=False, max_new_tokens=8, min_gain=-1.0))
+
+
+children = {}
+for home, point in zip(sys.argv[1::2], sys.argv[2::2]):
+    pid = os.fork()
+    if pid == 0:  # one crashing run; exit 5: the kill point was never reached, 6: it raised
+        try:
+            crash(home, point)
+            os._exit(5)
+        except BaseException:
+            import traceback
+            traceback.print_exc()
+            os._exit(6)
+    children[point] = pid
+status = {}
+for point, pid in children.items():
+    _, code = os.waitpid(pid, 0)
+    status[point] = -os.WTERMSIG(code) if os.WIFSIGNALED(code) else os.WEXITSTATUS(code)
+print(json.dumps(status))
 """
 
 POINTS = {  # where it dies → the champion it must leave
@@ -100,32 +121,33 @@ POINTS = {  # where it dies → the champion it must leave
 
 @pytest.fixture(scope="module")
 def killed_runs(tmp_path_factory):
-    """One home per kill point, each with a tiny champion and a skill to learn; every crashing
-    run started at once (they are independent), so the module costs about one run's time."""
+    """One home per kill point, each with a tiny champion and a skill to learn; the crashing runs
+    are forked from one launcher at once (they are independent), so the module costs about one
+    run's time. Yields point -> (home, the run's exit: -9 when it was killed)."""
     from tiny import save_tiny
 
     src = tmp_path_factory.mktemp("tiny-src")
     save_tiny(src)
-    procs = {}
+    homes = {}
     for i, point in enumerate(POINTS):
         home = tmp_path_factory.mktemp(f"crash-{i}") / "home"
         ModelStore(home, quiet=True).add_folder(src, "tiny")
         with Memory(home) as memory:
             install_pack(memory, SkillPack.from_dict(PACK))
-        env = {**os.environ, "SDFT_AGENT_THREADS": "1"}
-        procs[point] = (home, subprocess.Popen([sys.executable, "-c", CRASHING_RUN, str(home), point], cwd=ROOT,
-                                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
-    yield {point: (home, proc) for point, (home, proc) in procs.items()}
-    for _, proc in procs.values():
-        if proc.poll() is None:
-            proc.kill()
+        homes[point] = home
+    env = {**os.environ, "SDFT_AGENT_THREADS": "1"}
+    argv = [a for point, home in homes.items() for a in (str(home), point)]
+    proc = subprocess.run([sys.executable, "-c", CRASHING_RUN, *argv], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    status = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {point: (home, status[point], proc.stderr) for point, home in homes.items()}
 
 
 @pytest.mark.parametrize("point", list(POINTS))
 def test_kill_9_leaves_a_whole_champion_and_the_next_run_works(killed_runs, point):
-    skill_home, proc = killed_runs[point]
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == -signal.SIGKILL, err[-3000:]
+    skill_home, returncode, err = killed_runs[point]
+    assert returncode == -signal.SIGKILL, err[-3000:]
 
     memory, store = Memory(skill_home), ModelStore(skill_home, quiet=True)
     assert memory.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
