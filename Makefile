@@ -28,8 +28,10 @@ demo: install
 	rm -rf "$(DEMO_HOME)"
 	$(CLI) demo --home "$(DEMO_HOME)"
 
+# One pytest worker per core, whole files per worker (module fixtures are built once); each
+# worker's torch gets its share of the cores (tests/conftest.py).
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadfile
 
 test-slow: install
 	$(CLI) models pull

@@ -9,6 +9,14 @@ from pathlib import Path
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    # several pytest workers (make test): each worker's torch, and the processes its tests start,
+    # get their share of the cores instead of every worker's OpenMP threads fighting for all of them
+    from agent.loading import available_cores, configure_threads
+
+    _share = max(1, available_cores() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("SDFT_AGENT_THREADS", str(_share))
+    configure_threads()
 sys.path.insert(0, str(Path(__file__).parent))
 
 from tiny import build_tiny_model, build_tiny_tokenizer, save_tiny  # noqa: E402
