@@ -4,7 +4,8 @@ candidate.
 A version's results on a suite are stored under `<home>/cache/gate/<version>/` keyed by a
 fingerprint of everything that decides them: the suite's name and kind, its items (eval cases,
 tools offered, prompts, answer budgets), the decoding recorded with an evaluation, and
-`SCORING_VERSION` (bumped when a scorer changes). Change any of these and the key changes, so a
+`SCORING_VERSION` (bumped when a scorer changes; a suite's own `scoring_version` when only its
+scorer does). Change any of these and the key changes, so a
 stale entry is never read; it is simply not found, and the champion is evaluated again.
 
 Results are written when a version is evaluated by the gate (as champion, or as the candidate
@@ -32,6 +33,8 @@ def fingerprint(suite, decoding: dict | None = None) -> str:
     """sha256 over the suite's identity and items, and the decoding settings."""
     doc = [SCORING_VERSION, suite.name, getattr(suite, "kind", type(suite).__name__), items_key(suite),
            decoding or {}]
+    if getattr(suite, "scoring_version", 0):  # one suite's scorer changed: only its entries go stale
+        doc.append(suite.scoring_version)
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -206,6 +206,24 @@ def test_restraint_fails_a_markup_loop_that_is_not_a_call(tiny_tokenizer):
     assert [c["reason"] for c in r.cases[1:5]] == ["answered"] * 4  # a short reply is an answer
 
 
+def test_restraint_counts_a_call_cut_off_by_the_budget_by_the_name_it_opened(tiny_tokenizer):
+    from agent.prompt import PromptFormat
+    from learner.gate_cache import fingerprint
+
+    fmt = PromptFormat(tiny_tokenizer)
+    probe = _restraint()
+    texts = ["Fine."] * 5
+    cut = '<tool_call>\n{"name": "find_city", "arguments": {"city": "Par'  # seen: a foreign call, unfinished
+    r = probe.score([*texts, cut], fmt)
+    assert r.cases[-1]["score"] == 0.0 and r.cases[-1]["reason"] == "called find_city (not a units tool)"
+    own_cut = '<tool_call>\n{"name": "convert_units", "arguments": {"val'
+    assert probe.score([*texts, own_cut], fmt).cases[-1]["score"] == 1.0
+    # the rule changed this suite's scores only: its cache entries go stale, no other suite's do
+    older = _restraint()
+    older.scoring_version = 0
+    assert fingerprint(probe) != fingerprint(older)
+
+
 # ---- drift from the champion ---------------------------------------------------------------
 
 
