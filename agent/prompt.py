@@ -41,6 +41,8 @@ FALLBACK_TOOLS_FOOTER = (
     "Otherwise reply in plain text."
 )
 _CALL_RE = re.compile(re.escape(CALL_OPEN) + r"(.*?)(?:" + re.escape(CALL_CLOSE) + r"|\Z)", re.S)
+# the tool an unterminated block (cut off by the answer budget) opened with
+_OPENED_NAME_RE = re.compile(r'^\s*\{\s*"name"\s*:\s*"([^"]*)"')
 
 
 def call_json(call: dict) -> str:
@@ -198,7 +200,9 @@ def parse_tool_calls(text: str, tools: list[dict] | None = None) -> Parsed:
     for match in _CALL_RE.finditer(text):
         raw = match.group(1).strip()
         if not match.group(0).endswith(CALL_CLOSE):
-            invalid.append(InvalidCall(raw, f"unterminated {CALL_OPEN} block (no {CALL_CLOSE})"))
+            opened = _OPENED_NAME_RE.match(raw)
+            invalid.append(InvalidCall(raw, f"unterminated {CALL_OPEN} block (no {CALL_CLOSE})",
+                                       opened.group(1) if opened else None))
             continue
         try:
             obj = json.loads(raw)

@@ -111,6 +111,9 @@ def test_invalid_calls_come_back_with_a_reason(block, reason):
 def test_unterminated_block_is_invalid():
     parsed = parse_tool_calls('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Bern"}}', TOOLS)
     assert parsed.calls == [] and "unterminated" in parsed.invalid[0].error
+    assert parsed.invalid[0].name == "get_weather"  # the tool it opened with, for whoever reads it
+    cut = parse_tool_calls('<tool_call>\n{"arguments": {"city": "Be', TOOLS)
+    assert "unterminated" in cut.invalid[0].error and cut.invalid[0].name is None
 
 
 def test_plain_text_has_no_calls(fmt):

@@ -14,7 +14,6 @@ cannot see that. Two kinds of case, one suite:
 
 from __future__ import annotations
 
-import re
 import time
 
 from agent.prompt import CALL_OPEN, PromptFormat
@@ -23,8 +22,6 @@ from skills.probes.open_health import flags
 
 KIND = "restraint"
 MAX_NEW_TOKENS = 40
-# the name of a call the answer budget cut off before its closing tag (learner.gate_cache)
-OPENED_NAME = re.compile(r'"name"\s*:\s*"([^"]*)"')
 
 EVERYDAY = [
     "What is the capital of Italy?",
@@ -47,8 +44,9 @@ class RestraintProbe:
     tools: every installed tool; owner: tool name -> skill."""
 
     kind = KIND
-    # 1: a call cut off by the answer budget still counts by the name it opened with (measured: a
-    # candidate calling Movies_1_FindMovies for date questions passed as "no foreign tool")
+    # 1: a call cut off by the answer budget still counts by the name it opened with (the parser
+    # names an unterminated block's tool; measured: a candidate calling Movies_1_FindMovies for
+    # date questions passed as "no foreign tool")
     scoring_version = 1
 
     def __init__(self, name: str, requests: list[dict], tools: list[dict], *,
@@ -92,9 +90,6 @@ class RestraintProbe:
         for case, text in zip(self.cross, texts[n:], strict=True):
             parsed = fmt.parse(text, None)
             names = [c["name"] for c in parsed.calls] + [c.name for c in parsed.invalid if c.name]
-            plain = fmt.strip_special(text)
-            if not names and CALL_OPEN in plain:
-                names = OPENED_NAME.findall(plain.split(CALL_OPEN, 1)[1])[:1]
             foreign = [x for x in names if self.owner.get(x) != case["skill"]]
             cases.append({"id": f"x{case['id']}", "score": 0.0 if foreign else 1.0, "correct": not foreign,
                           "request": user_text(case["messages"]), "answer": text,
