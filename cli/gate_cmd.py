@@ -25,6 +25,7 @@ def check(
     drift_tolerance: Annotated[float, typer.Option(help="Largest drift increase (nats/token) that never blocks (GateConfig.drift_tolerance).")] = 1.0,
     alpha: Annotated[float, typer.Option(help="Significance level of the paired test.")] = 0.05,
     min_gain: Annotated[float, typer.Option(help="Points the new skill must gain, at least (strictly more).")] = 0.0,
+    cumulative: Annotated[bool, typer.Option("--cumulative/--per-night", help="Also judge earlier skills against the version that learned them and general suites against the base (default), or only against the champion.")] = True,
     probes: Annotated[list[Path] | None, typer.Option("--probes", help="Extra JSONL probe set (repeatable).", exists=True, dir_okay=False)] = None,
     probe_sets: Annotated[str | None, typer.Option("--probe-sets", help="Comma-separated default probe sets (default: arc_easy,piqa,copa,instructions,drift; 'none' for none).")] = None,
     probe_limit: Annotated[int, typer.Option(help="Items per fetched or external probe set.")] = 100,
@@ -48,17 +49,18 @@ def check(
     config = GateConfig(tolerance=tolerance / 100, drift_tolerance=drift_tolerance, alpha=alpha,
                         min_gain=min_gain / 100, batch_size=batch_size, max_new_tokens=max_new_tokens,
                         probe_sets=sets, probe_files=[str(p) for p in probes or []],
-                        probe_limit=probe_limit, fetch_probes=not no_fetch)
+                        probe_limit=probe_limit, fetch_probes=not no_fetch, cumulative=cumulative)
     log = (lambda _: None) if json_out else (lambda msg: console.print(f"[dim]{msg}[/]"))
     out = run_gate(home, candidate, skill=skill, config=config, promote=not dry_run, log=log)
     if json_out:
         print(json.dumps(out.summary, ensure_ascii=False, indent=1, default=str))
         return
-    table = Table("suite", "role", "n", "champion", "candidate", "worse/better", "p", "verdict")
-    for s in out.decision.suites:
+    table = Table("suite", "role", "n", "then", "candidate", "worse/better", "p", "verdict",
+                  caption="then: the champion's figure; rows 'since vN': the version the suite is anchored to")
+    for s in out.decision.suites + out.decision.since:
         fmt = (lambda x: f"{100 * x:.1f}%") if s.metric == "accuracy" else (lambda x: f"{x:.4f}")
-        table.add_row(s.name, s.role, str(s.n), fmt(s.champion), fmt(s.candidate),
-                      f"{s.worse_cases}/{s.better_cases}", f"{s.p_value:.3g}", s.verdict)
+        table.add_row(s.name, f"since {s.against}" if s.against else s.role, str(s.n), fmt(s.champion),
+                      fmt(s.candidate), f"{s.worse_cases}/{s.better_cases}", f"{s.p_value:.3g}", s.verdict)
     console.print(table)
     color = "green" if out.decision.promote else "red"
     console.print(f"[bold {color}]{out.decision.decision.upper()}[/] {out.candidate} vs champion {out.champion}")

@@ -18,6 +18,13 @@ paired on case ids:
   candidate still does. Tolerances come from benchmarks/gate_calibration.py (see DEFAULT_TOLERANCES).
 - the new skill must improve: candidate accuracy above the champion's by more than `min_gain`
   (or both already perfect).
+- losses must not add up across nights (`GateConfig.cumulative`): each night's drop may sit
+  inside the tolerance or under the noise, yet six such nights took tool restraint from 97% to
+  68%. So every earlier skill is also judged against the version that learned it, and every
+  general suite against the base, with the same tolerances and test: a tolerance is a budget
+  for the whole lineage, not for one night. Those anchors' results come from their gate caches
+  (a version's results are cached when it is champion or promoted); a suite whose items changed
+  since (tool restraint offers every installed tool) is evaluated on the anchor afresh, once.
 
 The champion's per-case results are cached with its version (learner.gate_cache), so a night
 loads and evaluates only the candidate; a promoted candidate's results become the next night's
@@ -75,6 +82,9 @@ class GateConfig:
     fetch_probes: bool = True
     instruction_max_new_tokens: int = 128
     cache: bool = True  # reuse the champion's cached per-case results
+    # also judge earlier skills against the version that learned them and general suites against
+    # the base, so per-night losses under the tolerance cannot add up (module docstring)
+    cumulative: bool = True
 
     def tolerance_for(self, suite: SuiteResult) -> float:
         if suite.name in self.tolerances:
@@ -117,6 +127,9 @@ class SuiteComparison:
     reason: str
     retained: float | None = None  # closed book: of the champion's right answers, the share kept
     champion_correct: int | None = None
+    # cumulative comparisons: the version compared against (the base, or the version that learned
+    # the skill); the `champion` figures are then that version's. None: against the champion.
+    against: str | None = None
 
     @property
     def delta(self) -> float:
@@ -138,6 +151,7 @@ class GateDecision:
     promote: bool
     reasons: list[str]
     suites: list[SuiteComparison]
+    since: list[SuiteComparison] = field(default_factory=list)  # against each suite's anchor version
 
     @property
     def decision(self) -> str:
@@ -149,11 +163,12 @@ def _fmt(value: float, binary: bool) -> str:
 
 
 def compare_suite(champ: SuiteResult, cand: SuiteResult, *, tolerance: float, alpha: float,
-                  role: str = "probe", min_gain: float = 0.0) -> SuiteComparison:
-    """Pair the two results case by case and judge the difference."""
+                  role: str = "probe", min_gain: float = 0.0, against: str | None = None) -> SuiteComparison:
+    """Pair the two results case by case and judge the difference. `against`: the version
+    `champ` comes from when it is not the champion (a cumulative comparison)."""
     a, b = champ.scores(), cand.scores()
     if set(a) != set(b):
-        raise ValueError(f"suite {champ.name!r}: champion and candidate were evaluated on different cases")
+        raise ValueError(f"suite {champ.name!r}: {against or 'champion'} and candidate were evaluated on different cases")
     sign = 1 if champ.higher_is_better else -1
     worse = sum(1 for k in a if sign * (b[k] - a[k]) < 0)
     better = sum(1 for k in a if sign * (b[k] - a[k]) > 0)
@@ -176,7 +191,7 @@ def compare_suite(champ: SuiteResult, cand: SuiteResult, *, tolerance: float, al
               f"({(cand.value - champ.value) * scale + 0.0:+.{1 if binary else 4}f} {unit}; {worse} case(s) worse, {better} better, "
               f"one-sided exact McNemar p = {p:.3g})")
     if retained is not None:
-        change += f"; retained {100 * retained:.0f}% of the champion's {len(had)} right answers"
+        change += f"; retained {100 * retained:.0f}% of {against or 'the champion'}'s {len(had)} right answers"
     measure = "loss of the champion's right answers" if retained is not None else "drop"
     if role == "info":
         verdict, why = "info", "reported only: never blocks"
@@ -201,31 +216,44 @@ def compare_suite(champ: SuiteResult, cand: SuiteResult, *, tolerance: float, al
         higher_is_better=champ.higher_is_better, n=champ.n, champion=champ.value,
         candidate=cand.value, worse_cases=worse, better_cases=better, p_value=p,
         tolerance=tolerance, ci_champion=ci_a, ci_candidate=ci_b, verdict=verdict,
-        reason=f"{champ.name}: {change}: {why}", retained=retained,
-        champion_correct=len(had) if retained is not None else None,
+        reason=f"{champ.name}{f' since {against}' if against else ''}: {change}: {why}", retained=retained,
+        champion_correct=len(had) if retained is not None else None, against=against,
     )
 
 
 def decide(champion: list[SuiteResult], candidate: list[SuiteResult], config: GateConfig,
-           new_skill: str | None = None) -> GateDecision:
-    """The per-suite verdicts and the decision, with a reason for each blocking suite."""
+           new_skill: str | None = None,
+           anchors: dict[str, tuple[str, SuiteResult]] | None = None) -> GateDecision:
+    """The per-suite verdicts and the decision, with a reason for each blocking suite.
+
+    anchors: suite name -> (version, its result) for the cumulative comparisons (the version
+    that learned a skill, the base for a general suite); judged like the champion's."""
     by_name = {r.name: r for r in candidate}
     if [r.name for r in champion] != [r.name for r in candidate]:
         raise ValueError("champion and candidate were evaluated on different suites")
     if new_skill is not None and new_skill not in by_name:
         raise ValueError(f"the new skill {new_skill!r} was not evaluated")
-    suites = []
+    suites, roles = [], {}
     for champ in champion:
         role = ("new skill" if champ.name == new_skill else "skill" if champ.kind == "skill"
                 else "info" if champ.kind in INFO_KINDS else "probe")
+        roles[champ.name] = role
         suites.append(compare_suite(champ, by_name[champ.name], tolerance=config.tolerance_for(champ),
                                     alpha=config.alpha, role=role, min_gain=config.min_gain))
-    blocking = [s for s in suites if s.blocks]
+    since = []
+    for name, (version, anchor) in (anchors or {}).items():
+        if name not in by_name:
+            raise ValueError(f"anchor for {name!r} ({version}): the candidate was not evaluated on that suite")
+        if roles[name] in ("skill", "probe"):  # the new skill is judged by its gain; info never blocks
+            since.append(compare_suite(anchor, by_name[name], tolerance=config.tolerance_for(anchor),
+                                       alpha=config.alpha, role=roles[name], against=version))
+    blocking = [s for s in suites + since if s.blocks]
     if blocking:
-        return GateDecision(False, [s.reason for s in blocking], suites)
-    reasons = [f"no suite dropped beyond its tolerance with p < {config.alpha:g} ({len(suites)} suites)"]
+        return GateDecision(False, [s.reason for s in blocking], suites, since)
+    reasons = [f"no suite dropped beyond its tolerance with p < {config.alpha:g} ({len(suites)} suites"
+               + (f"; {len(since)} also against the version each is anchored to" if since else "") + ")"]
     reasons += [s.reason for s in suites if s.role == "new skill"]
-    return GateDecision(True, reasons, suites)
+    return GateDecision(True, reasons, suites, since)
 
 
 # ---- running it ---------------------------------------------------------------------------
@@ -438,11 +466,14 @@ def _gate(store, memory, run_id, own_run, champion, cand_info, skill, skills, co
         notes.append(f"champion {champion}: {len(cached)} of {len(suites)} suites from its cache")
     champ_results = [champ[s.name] for s in suites]
 
+    anchors = (_anchor_results(store, memory, suites, keys, candidate, champion, skill, config, base, log, notes)
+               if config.cumulative else {})
+
     refs = {"results": champ, "payloads": payloads}
     cand_results, _, model, (tokenizer, gens) = _evaluate(store, candidate, suites, config, base=base, log=log,
                                                           references=refs)
     results = {champion: champ_results, candidate: cand_results}
-    decision = decide(champ_results, cand_results, config, new_skill=skill)
+    decision = decide(champ_results, cand_results, config, new_skill=skill, anchors=anchors)
     promoted = False
     if decision.promote and promote:
         # the candidate's results become the champion cache of the next night: its open answers are
@@ -455,7 +486,7 @@ def _gate(store, memory, run_id, own_run, champion, cand_info, skill, skills, co
                       expected=champion)
             promoted = True
         except ChampionMoved as exc:
-            decision = GateDecision(False, [str(exc)], decision.suites)
+            decision = GateDecision(False, [str(exc)], decision.suites, decision.since)
     elif decision.promote:
         decision.reasons.insert(0, "dry run: the gate would promote, the alias was not moved")
     del model
@@ -468,16 +499,78 @@ def _gate(store, memory, run_id, own_run, champion, cand_info, skill, skills, co
 
     summary["matrix"] = history_matrix(store, memory, summary)
     folder = _report_folder(store.home, run_id)
-    md, html = write_report(folder, summary, results[champion], results[candidate])
+    md, html = write_report(folder, summary, results[champion], results[candidate],
+                            anchors={name: r for name, (_, r) in anchors.items()})
     summary["report"] = str(md)
     report_id = memory.add_gate_report(run_id, decision.decision, summary, str(md))
     (folder / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
-    (folder / "results.json").write_text(json.dumps({v: [r.to_dict() for r in rs] for v, rs in results.items()},
-                                                    ensure_ascii=False, default=str) + "\n")
+    doc = {v: [r.to_dict() for r in rs] for v, rs in results.items()}
+    if anchors:  # the anchors' cases, under a key no version name can take
+        doc["anchors"] = {name: {"version": v, "result": r.to_dict()} for name, (v, r) in anchors.items()}
+    (folder / "results.json").write_text(json.dumps(doc, ensure_ascii=False, default=str) + "\n")
     if own_run:
         memory.finish_run(run_id, "promoted" if promoted else "blocked",
                           metrics={"gate": {"decision": decision.decision, "report": str(md)}})
     return GateOutcome(run_id, decision, champion, candidate, promoted, report_id, md, html, summary)
+
+
+def anchor_versions(store, memory, suites: list, candidate: str, champion: str,
+                    new_skill: str | None) -> dict[str, str]:
+    """Suite name -> the version its cumulative comparison is against: for an earlier skill, the
+    nearest version on the candidate's lineage that learned it (a learning run made it); for a
+    general suite, the base. Suites whose anchor is the champion (already compared), the new
+    skill (judged by its gain), drift (relative to the champion by definition) and info-only
+    suites have none."""
+    from skills.probes import ChampionDriftProbe, DriftProbe
+
+    lineage = store.lineage(candidate)[1:]  # the candidate's ancestors, nearest first
+    base = lineage[-1] if lineage else candidate
+    made_by: dict[str, str] = {}  # version -> skill its learning run learned
+    for run in memory.runs(limit=100_000):
+        if run.get("candidate_version") and run.get("skill"):
+            made_by.setdefault(run["candidate_version"], run["skill"])
+    out = {}
+    for s in suites:
+        if getattr(s, "kind", None) == "skill":
+            if s.name == new_skill:
+                continue
+            anchor = next((v for v in lineage if made_by.get(v) == s.name), None)
+        elif isinstance(s, (ChampionDriftProbe, DriftProbe)) or getattr(s, "kind", None) in INFO_KINDS:
+            continue
+        else:
+            anchor = base
+        if anchor is not None and anchor != champion:
+            out[s.name] = anchor
+    return out
+
+
+def _anchor_results(store, memory, suites, keys, candidate, champion, skill, config, base, log,
+                    notes: list[str]) -> dict[str, tuple[str, SuiteResult]]:
+    """Each anchored suite's result on its anchor version: from that version's gate cache, or
+    evaluated now (and cached) where the suite's items changed since it was cached."""
+    wanted = anchor_versions(store, memory, suites, candidate, champion, skill)
+    out: dict[str, tuple[str, SuiteResult]] = {}
+    for version in dict.fromkeys(wanted.values()):
+        mine = [s for s in suites if wanted.get(s.name) == version]
+        cache = GateCache(store.home, version)
+        missing = []
+        for s in mine:
+            r = cache.get(keys[s.name]) if config.cache else None
+            if r is None:
+                missing.append(s)
+            else:
+                out[s.name] = (version, r)
+        if missing:
+            log(f"{version}: {len(missing)} suite(s) for the comparison since {version} are not cached…")
+            results, _, model, _ = _evaluate(store, version, missing, config, base=base, log=log)
+            for s, r in zip(missing, results, strict=True):
+                cache.put(keys[s.name], r)
+                out[s.name] = (version, r)
+            del model
+            gc.collect()
+        notes.append(f"against {version} as well ({', '.join(s.name for s in mine)}): "
+                     f"{len(mine) - len(missing)} from its cache, {len(missing)} evaluated now")
+    return {s.name: out[s.name] for s in suites if s.name in out}  # report order
 
 
 def _cache_as_champion(home, version, suites, keys, results, model, tokenizer, gens, config) -> None:
@@ -520,6 +613,7 @@ def _summary(run_id, champion, candidate, parent, base, skill, decision: GateDec
         "skill": skill,
         "reasons": decision.reasons,
         "suites": [s.to_dict() for s in decision.suites],
+        "since": [s.to_dict() for s in decision.since],
         "accuracies": {"champion": accuracies(results[champion]), "candidate": accuracies(results[candidate])},
         "wall_s": round(wall_s, 1),
         "eval_wall_s": {v: round(sum(r.wall_s for r in rs), 1) for v, rs in results.items()},

@@ -4,7 +4,9 @@ Stored under `<home>/reports/run-NNNN/` (report.md, report.html, suites.png, mat
 summary.json, and results.json with every case) and linked from memory (Memory.add_gate_report).
 It shows every suite before and after with 95% confidence intervals (Wilson for accuracies,
 normal for drift), the paired test behind each verdict, the accuracy matrix over versions and
-backward transfer, and the cases that changed, so a blocked run says exactly what got worse.
+backward transfer, the cumulative comparisons (each earlier skill against the version that
+learned it, each general suite against the base), and the cases that changed, so a blocked run
+says exactly what got worse.
 
 The accuracy matrix R has a row per version along the candidate's lineage (base first) and a
 column per skill; R[i, j] is version i's accuracy on skill j, gathered from this gate and the
@@ -176,7 +178,7 @@ def changed_cases(champ: SuiteResult, cand: SuiteResult) -> list[str]:
 
 
 def render_markdown(summary: dict, champion: list[SuiteResult], candidate: list[SuiteResult],
-                    images: dict[str, str]) -> str:
+                    images: dict[str, str], anchors: dict[str, SuiteResult] | None = None) -> str:
     s = summary
     verdict = s["decision"].upper()
     after = (f"{s['candidate']} is now the champion" if s["promoted"]
@@ -204,16 +206,17 @@ def render_markdown(summary: dict, champion: list[SuiteResult], candidate: list[
         "| suite | role | n | champion | candidate | change | worse / better | p | tolerance | verdict |",
         "| --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: | --- |",
     ]
-    for x in s["suites"]:
-        binary = x["metric"] == "accuracy"
-        change = f"{100 * x['delta']:+.1f} pts" if binary else f"{x['delta']:+.4f}"
-        if x.get("retained") is not None:
-            change += f"; retained {100 * x['retained']:.0f}% of {x['champion_correct']}"
-        tol = f"{100 * x['tolerance']:g} pts" if binary else f"{x['tolerance']:g}"
-        out.append(f"| {x['name']} | {x['role']} | {x['n']} | {_figure(x, 'champion')} | {_figure(x, 'candidate')} "
-                   f"| {change} | {x['worse_cases']} / {x['better_cases']} | {x['p_value']:.3g} | {tol} | **{x['verdict']}** |")
+    out += [_comparison_row(x, x["role"]) for x in s["suites"]]
     if "suites" in images:
         out += ["", f"![Every suite before and after]({images['suites']})"]
+    if s.get("since"):
+        out += ["", "## Since each suite's anchor", "",
+                "Losses under the tolerance can add up night after night, so each earlier skill is also "
+                "judged against the version that learned it and each general suite against the base, "
+                "with the same tolerance and test: a tolerance is a budget for the whole lineage.", "",
+                "| suite | against | n | then | candidate | change | worse / better | p | tolerance | verdict |",
+                "| --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: | --- |"]
+        out += [_comparison_row(x, x["against"]) for x in s["since"]]
     m = s["matrix"]
     out += ["", "## Accuracy matrix", "",
             "Row: the version after learning a skill (its lineage, base first); column: skill; "
@@ -238,6 +241,14 @@ def render_markdown(summary: dict, champion: list[SuiteResult], candidate: list[
         out += ["", "## Cases that changed", ""]
         for name, lines in changed:
             out += [f"### {name}", "", *lines, ""]
+    # against an anchor, only where that comparison blocks: the rest is the table above
+    blocking = [x for x in s.get("since", []) if x["blocks"] and x["name"] in (anchors or {})]
+    if blocking:
+        out += ["", "## Cases lost since the anchor", "",
+                "For each suite that blocks against its anchor: the anchor's answer in place of the champion's.", ""]
+        for x in blocking:
+            lines = changed_cases(anchors[x["name"]], by_name[x["name"]])
+            out += [f"### {x['name']} since {x['against']}", "", *lines, ""]
     c = s["config"]
     out += ["", "## Settings", "",
             f"- tolerance: {100 * c['tolerance']:g} points (accuracy, unless the table says otherwise), "
@@ -260,6 +271,17 @@ table{border-collapse:collapse;margin:1rem 0;font-size:.9rem}th,td{border:1px so
 th{background:#f3f3f3}img{max-width:100%}code{background:#f6f6f6;padding:0 .2rem}"""
 
 
+def _comparison_row(x: dict, second: str) -> str:
+    """One table row of a suite comparison; `second`: its role, or the version it is against."""
+    binary = x["metric"] == "accuracy"
+    change = f"{100 * x['delta']:+.1f} pts" if binary else f"{x['delta']:+.4f}"
+    if x.get("retained") is not None:
+        change += f"; retained {100 * x['retained']:.0f}% of {x['champion_correct']}"
+    tol = f"{100 * x['tolerance']:g} pts" if binary else f"{x['tolerance']:g}"
+    return (f"| {x['name']} | {second} | {x['n']} | {_figure(x, 'champion')} | {_figure(x, 'candidate')} "
+            f"| {change} | {x['worse_cases']} / {x['better_cases']} | {x['p_value']:.3g} | {tol} | **{x['verdict']}** |")
+
+
 def render_html(markdown: str, folder: Path, title: str) -> str:
     """The Markdown as one HTML page, images inlined so the file stands alone."""
     from markdown_it import MarkdownIt
@@ -279,8 +301,9 @@ def render_html(markdown: str, folder: Path, title: str) -> str:
 
 
 def write_report(folder: Path, summary: dict, champion: list[SuiteResult],
-                 candidate: list[SuiteResult]) -> tuple[Path, Path]:
-    """Write report.md, report.html and the plots into `folder`; return the two report paths."""
+                 candidate: list[SuiteResult], anchors: dict[str, SuiteResult] | None = None) -> tuple[Path, Path]:
+    """Write report.md, report.html and the plots into `folder`; return the two report paths.
+    anchors: suite name -> its anchor version's result (the cumulative comparisons' cases)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     images: dict[str, str] = {}
@@ -291,7 +314,7 @@ def write_report(folder: Path, summary: dict, champion: list[SuiteResult],
     if summary["matrix"]["cols"]:
         plot_matrix(summary["matrix"], folder / "matrix.png")
         images["matrix"] = "matrix.png"
-    md = render_markdown(summary, champion, candidate, images)
+    md = render_markdown(summary, champion, candidate, images, anchors)
     md_path, html_path = folder / "report.md", folder / "report.html"
     md_path.write_text(md, encoding="utf-8")
     html_path.write_text(render_html(md, folder, f"Retention gate, {title}"), encoding="utf-8")
