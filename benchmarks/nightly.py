@@ -90,6 +90,7 @@ def night_record(home: Path, result) -> dict:
         "champion_after": ModelStore(home, quiet=True).champion_name(),
         "train": {k: metrics[k] for k in keep if k in metrics},
         "suites": summary.get("suites", []),
+        "since": summary.get("since", []),  # the gate's cumulative comparisons (against base / learner)
         "accuracies": summary.get("accuracies", {}),
         "gate_wall_s": summary.get("wall_s"),
         "report": result.report,

@@ -43,7 +43,8 @@ anything else is a question."""
 
 
 def skill_tools(memory, skill: str | None) -> list[tuple[dict, object]]:
-    """(schema, implementation or None) for the tools of `skill` (or of every skill); an
+    """(schema, implementation or None) for the tools of `skill`, or of every skill as the agent
+    serves them (memory.store.Memory.served_tools: by skill name, a shared tool name once); an
     implementation only for the schema it was written for (skills.install.implementations_for)."""
     from skills.install import implementations_for
 
@@ -52,17 +53,12 @@ def skill_tools(memory, skill: str | None) -> list[tuple[dict, object]]:
         if found is None:
             known = ", ".join(s["name"] for s in memory.list_skills()) or "none installed"
             raise ValueError(f"unknown skill {skill!r} (known: {known})")
-        skills = [found]
+        served = [(found["name"], tool) for tool in found["tools"]]
     else:
-        skills = memory.list_skills()
-    out, seen = [], set()
-    for s in skills:
-        impl = implementations_for(s["name"], s["tools"])
-        for tool in s["tools"]:
-            if tool["name"] not in seen:  # two skills sharing a tool name: the first wins
-                seen.add(tool["name"])
-                out.append((tool, impl.get(tool["name"])))
-    return out
+        served = memory.served_tools_by_skill()
+    impl = {name: implementations_for(name, [t for s, t in served if s == name])
+            for name in dict.fromkeys(s for s, _ in served)}
+    return [(tool, impl[name].get(tool["name"])) for name, tool in served]
 
 
 def resolve_constrain(constrain: bool | None) -> bool:

@@ -63,6 +63,18 @@ def prefix_groups(prompts: list[list[int]], minimum: int | None = MIN_SHARED_PRE
     return sorted(sorted(g) for g in groups)
 
 
+def rollout_groups(prompts: list[list[int]], minimum: int | None = MIN_SHARED_PREFIX) -> list[list[int]]:
+    """`prefix_groups` for sampling, one decode call per group so each prefills its shared prefix
+    once (a batch mixing system prompts, e.g. retention prompts with and without tools, shares
+    none when decoded whole). Rows that share with no other row are decoded together, last: there
+    is nothing to share either way, and one call costs fewer decode steps than one per row."""
+    groups = prefix_groups(prompts, minimum)
+    if len(groups) == 1:
+        return groups
+    alone = sorted(g[0] for g in groups if len(g) == 1)
+    return [g for g in groups if len(g) > 1] + ([alone] if alone else [])
+
+
 def pack(prompts: list[list[int]], completions: list[list[int]], pad_id: int,
          device: torch.device | str = "cpu", min_shared_prefix: int | None = MIN_SHARED_PREFIX) -> Packed:
     """`min_shared_prefix=None` turns prefix sharing off."""

@@ -20,6 +20,7 @@ from learner.teacher_templates import TEMPLATES
 
 METHODS = ("sdft", "sft", "auto")  # auto: per skill, SDFT where its teacher can teach (learner.competence)
 RETENTION = ("none", "kl", "self_replay")
+RETENTION_TOOL_SETS = ("served", "each")  # learner.retention.pool_from_memory
 TEACHERS = ("ema", "base", "live")
 DIVERGENCES = ("forward", "reverse", "jsd")
 
@@ -77,6 +78,10 @@ class LearnConfig:
     retention_temperature: float = 1.0  # on-policy sampling temperature (kl)
     retention_tools_share: float = 1.0  # share of everyday prompts asked with installed tools offered
     retention_demo_share: float = 0.25  # share of the pool taken from earlier skills' demonstrations
+    # tools offered with a retention prompt: served = every installed tool in one system prompt, as
+    # the agent serves; each = one skill's tools (everyday prompts cycle the skills, an earlier
+    # demonstration its own skill's), the behaviour before "served" (restraint then fell 97 → 68%)
+    retention_tool_sets: str = "served"  # served | each
 
     # ---- no memorising (both methods; learner.early_stop) ----------------------------------
     holdout_fraction: float = 0.0  # share of the new demonstrations held out (never trained on)
@@ -121,6 +126,8 @@ class LearnConfig:
             (self.retention_temperature >= 0.0, "retention_temperature must be 0 (greedy) or more"),
             (0.0 <= self.retention_tools_share <= 1.0, "retention_tools_share must be in [0, 1]"),
             (0.0 <= self.retention_demo_share <= 1.0, "retention_demo_share must be in [0, 1]"),
+            (self.retention_tool_sets in RETENTION_TOOL_SETS,
+             f"retention_tool_sets must be one of {', '.join(RETENTION_TOOL_SETS)}"),
             (0.0 <= self.holdout_fraction < 1.0, "holdout_fraction must be in [0, 1)"),
             (self.eval_every >= 1 and self.patience >= 1, "eval_every and patience must be at least 1"),
             (self.competence_n >= 1, "competence_n must be at least 1"),

@@ -16,7 +16,12 @@ Both are weighted β beside the new-skill loss (LearnConfig.retention_beta). Bef
 step the adapter is zero, so the student is the champion and the KL is exactly 0.
 
 Retention prompts: everyday requests (skills.retention), the same asked with installed tools
-offered (requests that need none), and the prompts of earlier skills' demonstrations.
+offered (requests that need none), and the prompts of earlier skills' demonstrations. Which tools
+(LearnConfig.retention_tool_sets): "served", every installed tool in one system prompt exactly as
+the agent serves (Memory.served_tools), for every prompt asked with tools; "each", one skill's
+tools per prompt. Restraint must hold in the served context, which "each" never shows the model
+(with it restraint fell 97 → 68% over six nights); and prompts that share one system prompt share
+its computation (learner.batch), so the term's cost no longer grows with the number of tool sets.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import torch
 
 from agent.decode import decode
 from agent.prompt import PromptFormat
+from learner.batch import rollout_groups
 from learner.examples import EncodedExample, Example
 from learner.sdft import SDFTObjective
 from learner.sft import SFTObjective
@@ -44,7 +50,7 @@ def build_pool(cfg, everyday: list[list[dict]], tool_sets: list[list[dict]],
                earlier: list[RetentionPrompt]) -> list[RetentionPrompt]:
     """A seeded pool of `cfg.retention_prompts` prompts: a share from earlier skills'
     demonstrations, the rest everyday requests, a share of those asked with one of `tool_sets`
-    offered (cycled in order, so the first set, the skill being learned, comes most often)."""
+    offered (cycled in order, so the first set comes most often; one set: all of them with it)."""
     rng = random.Random(cfg.seed * 31 + 7)
     n = cfg.retention_prompts
     n_demo = min(len(earlier), round(n * cfg.retention_demo_share))
@@ -62,15 +68,28 @@ def build_pool(cfg, everyday: list[list[dict]], tool_sets: list[list[dict]],
 
 
 def pool_from_memory(memory, cfg, new_examples: list[Example]) -> list[RetentionPrompt]:
-    """The run's retention pool: tools of the skills being learned first, then the other
-    installed skills'; earlier demonstrations are those a previous run used."""
+    """The run's retention pool; earlier demonstrations are those a previous run used. Tools
+    offered (cfg.retention_tool_sets): "served", every installed tool as the agent serves them,
+    for everyday prompts asked with tools and earlier demonstrations alike; "each", everyday
+    prompts cycle the skills being learned first, then the other installed skills, and an
+    earlier demonstration offers its own skill's tools."""
     from skills.retention import everyday_messages
 
-    learning = list(dict.fromkeys(e.skill for e in new_examples if e.skill))
-    others = [s["name"] for s in memory.list_skills() if s["name"] not in learning]
-    tool_sets = [memory.tools_for(s) for s in learning + others]
+    if cfg.retention_tool_sets == "served":
+        served = memory.served_tools()
+        tool_sets = [served]
+
+        def tools_of(skill: str) -> list[dict] | None:
+            return served or None
+    else:
+        learning = list(dict.fromkeys(e.skill for e in new_examples if e.skill))
+        others = [s["name"] for s in memory.list_skills() if s["name"] not in learning]
+        tool_sets = [memory.tools_for(s) for s in learning + others]
+
+        def tools_of(skill: str) -> list[dict] | None:
+            return memory.tools_for(skill) or None
     new_ids = {e.demo_id for e in new_examples}
-    earlier = [RetentionPrompt(list(d["messages"]), memory.tools_for(d["skill"]) or None, f"demo:{d['skill']}")
+    earlier = [RetentionPrompt(list(d["messages"]), tools_of(d["skill"]), f"demo:{d['skill']}")
                for d in memory.demonstrations() if d.get("used_in_runs") and d["id"] not in new_ids]
     return build_pool(cfg, everyday_messages(), tool_sets, earlier)
 
@@ -99,8 +118,10 @@ def champion_answers(model, encoded: list[EncodedExample], cfg, stop_ids: set[in
     was = model.training
     model.eval()
     try:
-        for i in range(0, len(encoded), cfg.batch_size):
-            chunk = encoded[i:i + cfg.batch_size]
+        chunks = [[encoded[j] for j in group[i:i + cfg.batch_size]]  # a prompt prefix per call where it can
+                  for group in rollout_groups([e.prompt_ids for e in encoded], cfg.min_shared_prefix)
+                  for i in range(0, len(group), cfg.batch_size)]
+        for chunk in chunks:
             got = decode(model, [e.prompt_ids for e in chunk], max_new_tokens=cfg.retention_max_new_tokens,
                          stop_ids=stop_ids, pad_id=pad_id, temperature=0.0,
                          min_shared_prefix=cfg.min_shared_prefix)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from agent.decode import decode
-from learner.batch import completion_hidden, pack
+from learner.batch import completion_hidden, pack, rollout_groups
 from learner.divergence import token_divergence
 from learner.examples import EncodedExample
 from learner.lora import (
@@ -59,7 +59,9 @@ class SDFTObjective:
         self.pairs = adapter_pairs(peft_model) if cfg.teacher == "ema" else []
 
     def rollouts(self, batch: list[EncodedExample], generator: torch.Generator | None) -> tuple[list[list[int]], list[bool]]:
-        """One completion per example (forced opening included); which rows came from the teacher."""
+        """One completion per example (forced opening included); which rows came from the teacher.
+        Decoded one prefix group at a time (learner.batch.rollout_groups): one call when the
+        batch shares its prompt prefix, as a single skill's batch does."""
         cfg = self.cfg
         n = len(batch)
         if cfg.teacher_rollout_fraction > 0:
@@ -72,21 +74,23 @@ class SDFTObjective:
             rows = [i for i in range(n) if from_teacher[i] == teacher_rows]
             if not rows:
                 continue
+            prompts = [batch[i].teacher_prompt_ids if teacher_rows else batch[i].prompt_ids for i in rows]
             with self._sampling_weights(teacher_rows):
-                got = decode(
-                    self.model,
-                    [batch[i].teacher_prompt_ids if teacher_rows else batch[i].prompt_ids for i in rows],
-                    forced=[batch[i].forced_ids for i in rows],
-                    max_new_tokens=cfg.max_new_tokens,
-                    stop_ids=self.stop_ids,
-                    pad_id=self.pad_id,
-                    temperature=cfg.temperature,
-                    top_p=cfg.top_p,
-                    generator=generator,
-                    min_shared_prefix=cfg.min_shared_prefix,
-                )
-            for i, c in zip(rows, got, strict=True):
-                completions[i] = c
+                for group in rollout_groups(prompts, cfg.min_shared_prefix):
+                    got = decode(
+                        self.model,
+                        [prompts[j] for j in group],
+                        forced=[batch[rows[j]].forced_ids for j in group],
+                        max_new_tokens=cfg.max_new_tokens,
+                        stop_ids=self.stop_ids,
+                        pad_id=self.pad_id,
+                        temperature=cfg.temperature,
+                        top_p=cfg.top_p,
+                        generator=generator,
+                        min_shared_prefix=cfg.min_shared_prefix,
+                    )
+                    for j, c in zip(group, got, strict=True):
+                        completions[rows[j]] = c
         return completions, from_teacher
 
     @contextlib.contextmanager

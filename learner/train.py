@@ -107,13 +107,14 @@ def micro_step(objective, wrapped, peft_model, batch: list[EncodedExample], n_se
                cfg: LearnConfig, pad_id: int, generator=None,
                backward: Callable | None = None, no_sync: Callable | None = None,
                scale: float = 1.0) -> dict:
-    """Targets, then teacher pass, student forward, chunked loss and backward for one
-    micro-batch, one prefix group at a time (learner.batch.prefix_groups; one group unless the
-    batch mixes prompts). Gradients accumulate over the groups; `no_sync()` (DDP) wraps every
+    """Targets (SDFT: rollouts, decoded per prefix group too), then teacher pass, student
+    forward, chunked loss and backward for one micro-batch, one prefix group at a time
+    (learner.batch.prefix_groups; one group unless the batch mixes prompts, e.g. retention
+    prompts with and without tools). Gradients accumulate over the groups; `no_sync()` (DDP) wraps every
     group's backward but the last, so one all-reduce is made per micro-batch. The loss is the
     mean over `n_sequences` sequences, times `scale` (the retention term's β). Returns sums."""
     t0 = time.perf_counter()
-    targets = objective.targets(batch, generator, teacher=False)  # SDFT: the rollouts, whole batch
+    targets = objective.targets(batch, generator, teacher=False)  # SDFT: rollouts, a decode per prefix group
     t1 = time.perf_counter()
     head = peft_model.get_output_embeddings()
     groups = prefix_groups([e.prompt_ids for e in batch], cfg.min_shared_prefix)

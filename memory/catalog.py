@@ -99,6 +99,18 @@ class Catalog:
         return [{**s, "tools": self.tools_for(s["name"])}
                 for s in self.database.rows("SELECT * FROM skills ORDER BY name")]
 
+    def served(self) -> list[tuple[str, dict]]:
+        """(skill, schema) for every tool the agent offers when it serves all installed skills at
+        once: skills in `all()` order (by name), each skill's tools in pack order, a tool name
+        once (two skills sharing a name: the first one's schema wins)."""
+        out, seen = [], set()
+        for s in self.all():
+            for tool in s["tools"]:
+                if tool["name"] not in seen:
+                    seen.add(tool["name"])
+                    out.append((s["name"], tool))
+        return out
+
     def tools_for(self, skill: str | None = None) -> list[dict]:
         """Tool schemas in the flat OpenAI function form, in pack order (all skills: by skill name)."""
         if skill is None:

@@ -81,6 +81,16 @@ class Memory:
         """Tool schemas in the flat OpenAI function form, in pack order (all skills: by skill name)."""
         return self.catalog.tools_for(skill)
 
+    def served_tools(self) -> list[dict]:
+        """The tool list the agent serves with every skill installed: one system prompt with
+        all of them (memory.catalog.Catalog.served; cli.agent_cmd.skill_tools, the learner's
+        retention prompts)."""
+        return [tool for _, tool in self.catalog.served()]
+
+    def served_tools_by_skill(self) -> list[tuple[str, dict]]:
+        """`served_tools`, each with the skill it comes from."""
+        return self.catalog.served()
+
     def add_eval_case(self, skill: str, messages: list[dict], expected: list[dict]) -> int:
         """A held-out case of `skill`; an identical case returns the existing id."""
         with self.write() as db:

@@ -2,13 +2,17 @@
 off) is exactly zero before the first step, its gradient matches a float64 reference, self-replay
 trains on the champion's own greedy answers, and every lever is reachable with --set."""
 
+import copy
+from dataclasses import replace
+
 import pytest
 import torch
 
 from agent.decode import decode
 from agent.prompt import PromptFormat
-from learner.config import LearnConfig, parse_settings
-from learner.examples import examples_from_demonstrations
+from learner.batch import prefix_groups, rollout_groups
+from learner.config import LearnConfig, parse_settings, shipped_config
+from learner.examples import Example, examples_from_demonstrations
 from learner.lora import STUDENT, attach_lora
 from learner.retention import (
     RetentionPrompt,
@@ -16,6 +20,7 @@ from learner.retention import (
     champion_answers,
     encode_pool,
     kl_config,
+    pool_from_memory,
     retention_batch,
     retention_objective,
 )
@@ -160,13 +165,14 @@ def test_self_replay_trains_on_the_champions_greedy_answers(tiny_model, tiny_tok
 
 
 def test_every_lever_is_reachable_with_set():
-    pairs = ["method=auto", "retention=kl", "retention_beta=0.5", "retention_batch=2", "retention_prompts=24",
+    pairs = ["method=auto", "retention=kl", "retention_tool_sets=each", "retention_beta=0.5", "retention_batch=2", "retention_prompts=24",
              "retention_max_new_tokens=32", "holdout_fraction=0.2", "patience=3", "eval_every=1",
              "competence_threshold=0.4", "competence_n=4", "restore_best=false", "teacher=base", "skip_first=0"]
     cfg = LearnConfig(**parse_settings(pairs))
     assert (cfg.method, cfg.retention, cfg.retention_beta, cfg.holdout_fraction, cfg.restore_best) == \
         ("auto", "kl", 0.5, 0.2, False)
-    for bad in ("retention=sometimes", "retention_beta=-1", "holdout_fraction=1.0", "method=maybe"):
+    assert cfg.retention_tool_sets == "each"
+    for bad in ("retention=sometimes", "retention_tool_sets=all", "retention_beta=-1", "holdout_fraction=1.0", "method=maybe"):
         with pytest.raises(ValueError, match=bad.split("=")[0]):
             LearnConfig(**parse_settings([bad]))
 
@@ -197,3 +203,118 @@ def test_a_learning_run_records_heldout_losses_retention_sources_and_why_this_me
     # the second night rehearses the first skill's demonstrations, with the installed tools offered
     assert m["retention"]["sources"].get("demo", 0) == 3 and m["retention"]["pool"] == 6
     assert len(second.demonstrations) == 5  # the held-out one is used by the run too (to stop on)
+
+
+OTHER = {**TOOL, "name": "days_between", "description": "Count the days between two dates " * 4}
+
+
+def test_retention_tool_sets_is_served_by_default_and_refuses_anything_else():
+    assert LearnConfig().retention_tool_sets == "served" == shipped_config().retention_tool_sets
+    assert LearnConfig(retention_tool_sets="each").retention_tool_sets == "each"
+    for bad in ("all", "Served", ""):
+        with pytest.raises(ValueError, match=r"^retention_tool_sets must be one of served, each$"):
+            LearnConfig(retention_tool_sets=bad)
+
+
+def _two_skills(mem):
+    """date_math (the bundled tools) and units, whose second tool shares a name with date_math's
+    first: served, date_math's schema wins (skills by name)."""
+    from agent_support import DATE_TOOLS
+
+    clash = {**DATE_TOOLS[0], "description": "A different tool of the same name."}
+    mem.add_skill("units", "Units", [TOOL, clash])
+    mem.add_skill("date_math", "Calendar arithmetic", DATE_TOOLS)
+    old = [mem.add_demonstration("date_math", [{"role": "user", "content": f"Days until day {i}?"}],
+                                 [{"name": "add_days", "arguments": {"date": "2024-01-01", "days": i}}])[0] for i in range(4)]
+    old += [mem.add_demonstration("units", [{"role": "user", "content": f"Convert {i} miles."}], [CALL])[0]
+            for i in range(2)]
+    run = mem.start_run("sft", {}, "date_math")
+    mem.mark_used(old, run)
+    new = [mem.add_demonstration("units", [{"role": "user", "content": f"Convert {i} feet."}], [CALL])[0]
+           for i in range(3)]
+    learning = [Example([], None, {}, "", True, demo_id=i, skill="units") for i in new]
+    return DATE_TOOLS + [TOOL], [TOOL, clash], DATE_TOOLS, learning
+
+
+def test_served_offers_every_retention_prompt_the_agents_full_tool_list(home, tiny_tokenizer):
+    from cli.agent_cmd import skill_tools
+    from memory.store import Memory
+    from skills.tools import implementation
+
+    cfg = LearnConfig(retention="kl", retention_prompts=12, retention_demo_share=0.25, retention_tools_share=0.5)
+    with Memory(home) as mem:
+        served, units, dates, learning = _two_skills(mem)
+        assert mem.served_tools() == served
+        agent = skill_tools(mem, None)  # what `sdft-agent chat` offers: the same list, same order
+        assert [t for t, _ in agent] == served
+        assert [impl for _, impl in agent] == [implementation("date_math")[t["name"]] for t in dates] + [None]
+        pool = pool_from_memory(mem, cfg, learning)
+        each = pool_from_memory(mem, replace(cfg, retention_tool_sets="each"), learning)
+    kinds = [p.source for p in pool]
+    assert len(pool) == 12 and kinds.count("everyday+tools") == 4 and kinds.count("everyday") == 5
+    assert sum(k.startswith("demo:") for k in kinds) == 3  # of the 6 used before; the 3 new ones never
+    assert not any("feet" in p.messages[0]["content"] for p in pool)
+    with_tools = [p for p in pool if p.source != "everyday"]
+    assert len(with_tools) == 7 and all(p.tools == served for p in with_tools)
+    assert all(p.tools is None for p in pool if p.source == "everyday")
+    # one system prompt for all of them: one prefix group, its tool schemas computed once
+    ids = [e.prompt_ids for e in encode_pool(with_tools, PromptFormat(tiny_tokenizer))]
+    assert rollout_groups(ids) == [list(range(7))]
+
+    # "each" draws the same prompts (seeded alike) but offers one skill's tools: everyday prompts
+    # cycle the skill being learned, then the others; a demonstration its own skill's
+    assert [(p.messages, p.source) for p in each] == [(p.messages, p.source) for p in pool]
+    everyday_sets = [p.tools for p in each if p.source == "everyday+tools"]
+    assert sorted(everyday_sets, key=len) == [units, units, dates, dates]
+    assert all(p.tools == (dates if p.source == "demo:date_math" else units)
+               for p in each if p.source.startswith("demo:"))
+    assert all(p.tools is None for p in each if p.source == "everyday")
+
+
+def test_a_mixed_retention_step_samples_and_trains_per_prefix_group_with_the_one_batch_gradient(
+        tiny_model, tiny_tokenizer, monkeypatch):
+    """Retention prompts with two tool sets and none: rollouts are decoded one prefix group at a
+    time (the prompts sharing nothing together) and the KL forward runs group by group; greedy
+    rollouts make the samples the same as decoding the batch whole, and then the loss and the
+    gradient equal one pass over the whole batch without prefix sharing (float64)."""
+    import learner.sdft
+
+    fmt = PromptFormat(tiny_tokenizer)
+    everyday = everyday_messages()
+    pool = [RetentionPrompt(everyday[i], [[TOOL], [OTHER], None][i % 3], "x") for i in range(6)]
+    batch = encode_pool(pool, fmt)
+    prompts = [e.prompt_ids for e in batch]
+    assert prefix_groups(prompts) == [[0, 3], [1, 4], [2], [5]]
+    assert rollout_groups(prompts) == [[0, 3], [1, 4], [2, 5]]
+    assert rollout_groups(prompts, None) == [[0, 1, 2, 3, 4, 5]]
+
+    calls = []
+    real = learner.sdft.decode
+
+    def spy(model, prompts, **kw):
+        calls[-1].append([batch_prompts.index(p) for p in prompts])
+        return real(model, prompts, **kw)
+
+    batch_prompts = [list(p) for p in prompts]
+    monkeypatch.setattr(learner.sdft, "decode", spy)
+
+    def run(share: bool):
+        model = copy.deepcopy(tiny_model).double()
+        cfg = LearnConfig(method="sft", retention="kl", retention_temperature=0.0, retention_max_new_tokens=6,
+                          retention_beta=0.5, chunk_size=4, share_prompt_prefix=share)
+        pm = attach_lora(model, cfg)
+        _randomise(pm, 0.2)
+        objective = retention_objective(pm, cfg, {fmt.end_of_turn_id}, tiny_tokenizer.pad_token_id)
+        calls.append([])
+        stats = micro_step(objective, pm, pm, batch, 8, cfg, tiny_tokenizer.pad_token_id,
+                           torch.Generator().manual_seed(0), scale=0.5)
+        grads = torch.cat([p.grad.flatten() for p in pm.parameters() if p.grad is not None])
+        return stats, grads
+
+    grouped, g1 = run(True)
+    whole, g2 = run(False)
+    assert calls == [[[0, 3], [1, 4], [2, 5]], [[0, 1, 2, 3, 4, 5]]]
+    assert grouped["prefix_groups"] == 4 and whole["prefix_groups"] == 1
+    assert grouped["trained_tokens"] == whole["trained_tokens"] > 6  # the same greedy samples
+    assert grouped["loss"] > 0 and grouped["loss"] == pytest.approx(whole["loss"], rel=1e-6)  # summed in float32
+    assert g1.abs().max() > 0 and (g1 - g2).abs().max() < 1e-6 * g1.abs().max()
