@@ -102,13 +102,13 @@ class RestraintProbe:
 
 def restraint_probe(memory, irrelevant: list[dict], *, per_skill: int = 4, name: str = "tool_restraint",
                     max_new_tokens: int = MAX_NEW_TOKENS) -> RestraintProbe | None:
-    """The suite for what `memory` has installed (None when no tool is installed)."""
+    """The suite for what `memory` has installed (None when no tool is installed): the tools
+    exactly as the agent serves them (Memory.served_tools)."""
     tools, owner, cross = [], {}, []
     skills = memory.list_skills()
-    for s in skills:
-        for t in s["tools"]:
-            tools.append(t)
-            owner[t["name"]] = s["name"]
+    for skill, t in memory.served_tools_by_skill():
+        tools.append(t)
+        owner[t["name"]] = skill
     if not tools:
         return None
     if len(skills) > 1:
