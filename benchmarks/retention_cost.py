@@ -6,6 +6,14 @@ on the same skill, demonstrations, steps and machine (goal: retention ≤ 2.5× 
 
 Each arm trains from the base in a fresh home (learn_candidate, the child's work in a nightly run;
 no gate). Writes benchmarks/results/retention_cost.json and prints a table.
+
+The cost that grew was a late night's, with many skills installed: `--from-home` measures there.
+Each arm then trains in that home (e.g. the one a nightly.py arm left), from its champion, on
+`--skill`'s demonstrations again (learn_candidate's demonstration_ids), with every installed
+skill's tools in the retention prompts; the candidates it writes are never promoted.
+
+    python benchmarks/retention_cost.py --from-home /work/nightly/served --skill Services_1_FindProvider \
+        --arm sft:retention=none --arm each:retention_tool_sets=each --arm served --out …/cost_night6.json
 """
 
 from __future__ import annotations
@@ -38,29 +46,41 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="for every arm")
     ap.add_argument("--work", default="/tmp/sdft-retention-cost")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "retention_cost.json"))
+    ap.add_argument("--from-home", default=None,
+                    help="train in this home (many skills installed) on --skill's demonstrations again")
     args = ap.parse_args()
-    base = ModelStore(args.base_home, quiet=True).resolve(None).path
-    pack = SkillPack.load(bundled_pack(args.skill))
     rows = []
     for text in args.arm or ["sft"]:
         name, _, rest = text.partition(":")
         cfg = shipped_config(**parse_settings(args.set + [p for p in rest.split(",") if p]))
-        home = Path(args.work) / name
-        if home.exists():
-            shutil.rmtree(home)
-        ModelStore(home, quiet=True).add_folder(base, "base")
-        with Memory(home) as memory:
-            install_pack(memory, pack)
+        ids = None
+        if args.from_home:
+            home = Path(args.from_home)
+            with Memory(home) as memory:
+                ids = [d["id"] for d in memory.demonstrations(args.skill)]
+                installed = len(memory.list_skills())
+            if not ids:
+                raise SystemExit(f"{args.from_home}: skill {args.skill!r} has no demonstrations")
+        else:
+            home = Path(args.work) / name
+            if home.exists():
+                shutil.rmtree(home)
+            ModelStore(home, quiet=True).add_folder(ModelStore(args.base_home, quiet=True).resolve(None).path, "base")
+            with Memory(home) as memory:
+                install_pack(memory, SkillPack.load(bundled_pack(args.skill)))
+                installed = 1
         t = time.perf_counter()
-        out = learn_candidate(home, cfg, skill=args.skill, progress=False)
+        out = learn_candidate(home, cfg, skill=args.skill, progress=False, demonstration_ids=ids)
         wall = time.perf_counter() - t
         s = out.summary
         rows.append({"arm": name, "settings": rest, "wall_s": wall, "train_s": s["seconds"], "steps": s["steps"],
                      "retention_s": s.get("retention_s", 0.0), "prepare_s": s.get("prepare_s", 0.0),
-                     "demonstrations": len(out.demonstrations), "load_avg": os.getloadavg()[0], "summary": s})
+                     "demonstrations": len(out.demonstrations), "skills_installed": installed,
+                     "load_avg": os.getloadavg()[0], "summary": s})
         print(f"{name}: {s['steps']} steps, train {s['seconds']:.0f} s (retention {s.get('retention_s', 0):.0f} s, "
               f"prepare {s.get('prepare_s', 0):.0f} s), wall {wall:.0f} s, load {os.getloadavg()[0]:.1f}", flush=True)
-        shutil.rmtree(home)
+        if not args.from_home:
+            shutil.rmtree(home)
     ref = next((r for r in rows if r["arm"] == "sft"), rows[0])
     print("| arm | steps | train s | of which retention s | × SFT (train) | × SFT (whole child) |")
     print("|---|---|---|---|---|---|")
