@@ -21,6 +21,7 @@ from learner.teacher_templates import TEMPLATES
 METHODS = ("sdft", "sft", "auto")  # auto: per skill, SDFT where its teacher can teach (learner.competence)
 RETENTION = ("none", "kl", "self_replay")
 RETENTION_TOOL_SETS = ("served", "each")  # learner.retention.pool_from_memory
+RETENTION_TEACHERS = ("champion", "base")  # learner.retention, "Who teaches"
 TEACHERS = ("ema", "base", "live")
 DIVERGENCES = ("forward", "reverse", "jsd")
 
@@ -82,6 +83,10 @@ class LearnConfig:
     # the agent serves; each = one skill's tools (everyday prompts cycle the skills, an earlier
     # demonstration its own skill's), the behaviour before "served" (restraint then fell 97 → 68%)
     retention_tool_sets: str = "served"  # served | each
+    # who teaches the everyday retention prompts: champion (the adapter off) or base (the lineage's
+    # base model, a second frozen copy: what the gate's general suites are anchored to); earlier
+    # skills' demonstration prompts are always taught by the champion, which knows them
+    retention_teacher: str = "champion"  # champion | base
 
     # ---- no memorising (both methods; learner.early_stop) ----------------------------------
     holdout_fraction: float = 0.0  # share of the new demonstrations held out (never trained on)
@@ -128,6 +133,10 @@ class LearnConfig:
             (0.0 <= self.retention_demo_share <= 1.0, "retention_demo_share must be in [0, 1]"),
             (self.retention_tool_sets in RETENTION_TOOL_SETS,
              f"retention_tool_sets must be one of {', '.join(RETENTION_TOOL_SETS)}"),
+            (self.retention_teacher in RETENTION_TEACHERS,
+             f"retention_teacher must be one of {', '.join(RETENTION_TEACHERS)}"),
+            (self.retention_teacher == "champion" or self.retention == "kl",
+             "retention_teacher=base needs retention=kl (self-replay imitates the champion's own answers)"),
             (0.0 <= self.holdout_fraction < 1.0, "holdout_fraction must be in [0, 1)"),
             (self.eval_every >= 1 and self.patience >= 1, "eval_every and patience must be at least 1"),
             (self.competence_n >= 1, "competence_n must be at least 1"),

@@ -35,6 +35,9 @@ class EncodedExample:
     completion_ids: list[int]  # the demonstration's tokens (SFT target)
     teacher_prompt_ids: list[int]  # teacher prompt (never truncated)
     forced_ids: list[int]  # opening forced onto rollouts ([] when not forcing)
+    # retention prompts: which model teaches this row ("champion": the adapter off; "origin": the
+    # lineage's base, LearnConfig.retention_teacher)
+    teacher: str = "champion"
 
 
 def assistant_message(demo: dict) -> dict:

@@ -40,6 +40,21 @@ class LearnOutcome:
     dry_run: bool = False
 
 
+def retention_origin(store, parent: str, cfg: LearnConfig, device: str):
+    """The frozen base model that teaches everyday retention prompts (retention_teacher "base"),
+    or None: the champion teaches (the setting says so, the retention is not KL, or the champion
+    is the base itself, whose adapter-off copy is the same weights)."""
+    if cfg.retention != "kl" or cfg.retention_teacher != "base":
+        return None
+    base = store.lineage(parent)[-1]
+    if base == parent:
+        return None
+    origin, _ = load(base, store=store, device=device)
+    origin.eval()
+    origin.requires_grad_(False)
+    return origin
+
+
 def learn_candidate(
     home=None,
     cfg: LearnConfig | None = None,
@@ -110,8 +125,10 @@ def _learn(memory, store, cfg, skill, version, limit, dry_run, progress, acceler
         # prompts pull the student back toward the champion (learner.early_stop, learner.retention)
         fresh, held = split_holdout(examples[:len(ids)], cfg.holdout_fraction, cfg.seed)
         retention = pool_from_memory(memory, cfg, examples[:len(ids)]) if cfg.retention != "none" else None
+        origin = retention_origin(store, parent, cfg, str(accelerator.device)) if retention else None
         result = train(model, tokenizer, fresh + examples[len(ids):], cfg, accelerator=accelerator,
-                       progress=progress, on_step=on_step, heldout=held, retention=retention)
+                       progress=progress, on_step=on_step, heldout=held, retention=retention, origin=origin)
+        del origin
         outcome.summary = result.summary
         accelerator.wait_for_everyone()
         if main:

@@ -95,12 +95,14 @@ def pool_from_memory(memory, cfg, new_examples: list[Example]) -> list[Retention
 
 
 def encode_pool(pool: list[RetentionPrompt], fmt: PromptFormat) -> list[EncodedExample]:
-    """Token ids for each prompt; the teacher (the champion) reads the student's own prompt."""
+    """Token ids for each prompt; the teacher reads the student's own prompt. Everyday prompts
+    may be taught by the origin (the base, when the run has one); an earlier skill's
+    demonstration prompt always by the champion."""
     out = []
     for p in pool:
         ids = fmt.encode(p.messages, p.tools)
         out.append(EncodedExample(example=None, prompt_ids=ids, completion_ids=[], teacher_prompt_ids=ids,
-                                  forced_ids=[]))
+                                  forced_ids=[], teacher="origin" if p.source.startswith("everyday") else "champion"))
     return out
 
 
@@ -131,10 +133,11 @@ def champion_answers(model, encoded: list[EncodedExample], cfg, stop_ids: set[in
         model.train(was)
 
 
-def retention_objective(peft_model, cfg, stop_ids: set[int], pad_id: int):
-    """The objective of the retention micro-batch (cfg.retention must not be "none")."""
+def retention_objective(peft_model, cfg, stop_ids: set[int], pad_id: int, origin=None):
+    """The objective of the retention micro-batch (cfg.retention must not be "none"). `origin`:
+    the base model that teaches everyday prompts (retention_teacher="base"; None: the champion)."""
     if cfg.retention == "kl":
-        return SDFTObjective(peft_model, kl_config(cfg), stop_ids, pad_id)
+        return SDFTObjective(peft_model, kl_config(cfg), stop_ids, pad_id, origin=origin)
     if cfg.retention == "self_replay":
         return SFTObjective(peft_model, cfg, stop_ids, pad_id)
     raise ValueError(f"no retention objective for retention={cfg.retention!r}")

@@ -51,8 +51,15 @@ class Targets:
 class SDFTObjective:
     name = "sdft"
 
-    def __init__(self, peft_model, cfg, stop_ids: set[int], pad_id: int):
+    def __init__(self, peft_model, cfg, stop_ids: set[int], pad_id: int, origin=None):
         self.model = peft_model  # unwrapped: rollouts and the teacher pass need no DDP sync
+        # a frozen model that teaches the rows marked teacher="origin" (retention with the base as
+        # teacher); its hidden states go through the student's head, which LoRA never touches
+        self.origin = origin
+        if origin is not None and not torch.equal(origin.get_output_embeddings().weight,
+                                                  peft_model.get_output_embeddings().weight):
+            raise ValueError("the retention teacher's output head differs from the student's: its hidden "
+                             "states cannot be read through the student's head (LoRA must not target lm_head)")
         self.cfg = cfg
         self.stop_ids = stop_ids
         self.pad_id = pad_id
@@ -128,10 +135,32 @@ class SDFTObjective:
     def add_teacher(self, batch: list[EncodedExample], targets: Targets) -> None:
         """The teacher's final hidden states at the completion positions (its own prompt, the
         same completion tokens), under no_grad."""
-        teacher = pack([e.teacher_prompt_ids for e in batch], targets.completions, self.pad_id,
-                       self.model.device, self.cfg.min_shared_prefix)
-        with self._eval_mode(), torch.no_grad(), teacher_context(self.model, self.cfg.teacher):
-            targets.teacher_hidden = completion_hidden(self.model, teacher)
+        if self.origin is None or all(e.teacher != "origin" for e in batch):
+            teacher = pack([e.teacher_prompt_ids for e in batch], targets.completions, self.pad_id,
+                           self.model.device, self.cfg.min_shared_prefix)
+            with self._eval_mode(), torch.no_grad(), teacher_context(self.model, self.cfg.teacher):
+                targets.teacher_hidden = completion_hidden(self.model, teacher)
+            return
+        # rows taught by the origin and rows taught by the champion: one pass each, stitched into
+        # the [B, C, H] the loss reads (positions past a row's completion are masked there)
+        C = max(1, max(len(c) for c in targets.completions))
+        hidden = None
+        for by_origin in (False, True):
+            rows = [i for i, e in enumerate(batch) if (e.teacher == "origin") == by_origin]
+            if not rows:
+                continue
+            teacher = pack([batch[i].teacher_prompt_ids for i in rows], [targets.completions[i] for i in rows],
+                           self.pad_id, self.model.device, self.cfg.min_shared_prefix)
+            with torch.no_grad():
+                if by_origin:
+                    h = completion_hidden(self.origin, teacher)
+                else:
+                    with self._eval_mode(), teacher_context(self.model, self.cfg.teacher):
+                        h = completion_hidden(self.model, teacher)
+            if hidden is None:
+                hidden = h.new_zeros((len(batch), C, h.shape[-1]))
+            hidden[rows, :h.shape[1]] = h
+        targets.teacher_hidden = hidden
 
     def token_loss(self, student_logits: torch.Tensor, sl: slice, targets: Targets, head) -> torch.Tensor:
         with torch.no_grad():

@@ -186,13 +186,15 @@ def train(
     on_step: Callable[[dict], None] | None = None,
     heldout: list[Example] | None = None,
     retention: list[RetentionPrompt] | None = None,
+    origin=None,
 ) -> TrainResult:
     """Train a LoRA student on `examples`; returns the PEFT model.
 
     The new-skill loss is `cfg.method`'s, or with method "auto" chosen per skill by the
     competence measurement (learner.competence), run on `model` before the adapter is attached.
     `retention`: prompts for the retention term (cfg.retention kl or self_replay), one micro-batch
-    of `cfg.retention_batch` of them per step, weighted `cfg.retention_beta`. `heldout`:
+    of `cfg.retention_batch` of them per step, weighted `cfg.retention_beta`; `origin`: the frozen
+    base model that teaches the everyday ones (cfg.retention_teacher "base"). `heldout`:
     demonstrations never trained on, whose loss is measured every `cfg.eval_every` steps; the
     run stops after `cfg.patience` evaluations without improvement and (cfg.restore_best) ends
     with the adapter of the best one. `on_step(metrics)` is called on the main process after
@@ -229,7 +231,8 @@ def train(
     wrapped, optimizer = accelerator.prepare(peft_model, optimizer)
     objectives = {m: OBJECTIVES[m](peft_model, cfg, stop_ids, pad_id) for m in dict.fromkeys(methods)}
     warmup = SFTObjective(peft_model, cfg, stop_ids, pad_id) if uses_sdft and cfg.sft_warmup_steps > 0 else None
-    keep = retention_objective(peft_model, cfg, stop_ids, pad_id) if pool and cfg.retention_beta > 0 else None
+    keep = (retention_objective(peft_model, cfg, stop_ids, pad_id, origin=origin)
+            if pool and cfg.retention_beta > 0 else None)
 
     def backward(t, g):
         accelerator.backward(t, gradient=g)
@@ -361,7 +364,9 @@ def train(
             kind = p.source.split(":")[0]
             sources[kind] = sources.get(kind, 0) + 1
         result.summary["retention"] = {"kind": cfg.retention, "beta": cfg.retention_beta, "pool": len(pool),
-                                       "sources": sources}
+                                       "sources": sources, "tool_sets": cfg.retention_tool_sets,
+                                       "everyday_teacher": "base" if keep is not None and origin is not None
+                                       else "champion"}
     peft_model.eval()
     return result
 

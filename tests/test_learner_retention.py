@@ -92,7 +92,8 @@ def test_kl_to_the_champion_is_exactly_zero_before_the_first_step(tiny_model, ti
     assert run.history[0]["retention_kl"] == 0.0
     assert run.history[1]["retention_kl"] > 0.0  # the first SFT step moved the student
     assert run.summary["retention"] == {"kind": "kl", "beta": 1.0, "pool": 4,
-                                        "sources": {"everyday": 2, "everyday+tools": 2}}
+                                        "sources": {"everyday": 2, "everyday+tools": 2},
+                                        "tool_sets": "served", "everyday_teacher": "champion"}
 
 
 @pytest.mark.parametrize(("beta", "share"), [(1.0, False), (0.25, False), (1.0, True)])
@@ -318,3 +319,87 @@ def test_a_mixed_retention_step_samples_and_trains_per_prefix_group_with_the_one
     assert grouped["trained_tokens"] == whole["trained_tokens"] > 6  # the same greedy samples
     assert grouped["loss"] > 0 and grouped["loss"] == pytest.approx(whole["loss"], rel=1e-6)  # summed in float32
     assert g1.abs().max() > 0 and (g1 - g2).abs().max() < 1e-6 * g1.abs().max()
+
+
+def test_base_teacher_teaches_everyday_rows_and_the_champion_earlier_demonstrations(tiny_model, tiny_tokenizer):
+    """retention_teacher=base: the KL of an everyday prompt is to the origin model, of an earlier
+    skill's demonstration prompt to the champion; loss and gradient match a float64 reference
+    written out row by row."""
+    model = tiny_model.double()
+    origin = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():  # every weight but the embeddings / head, which LoRA never changes either
+        for name, p in origin.named_parameters():
+            if "embed" not in name and "lm_head" not in name:
+                p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.05)
+    origin.requires_grad_(False)
+    fmt = PromptFormat(tiny_tokenizer)
+    cfg = LearnConfig(method="sft", retention="kl", retention_teacher="base", retention_max_new_tokens=6,
+                      chunk_size=3, share_prompt_prefix=True)
+    pm = attach_lora(model, cfg)
+    _randomise(pm)
+    pad = tiny_tokenizer.pad_token_id
+    earlier = [RetentionPrompt(d["messages"], [TOOL], "demo:u") for d in DEMOS[:2]]
+    pool = [RetentionPrompt(m, [TOOL], "everyday+tools") for m in everyday_messages()[:3]] + earlier
+    batch = encode_pool(pool, fmt)
+    assert [e.teacher for e in batch] == ["origin"] * 3 + ["champion"] * 2
+    objective = retention_objective(pm, cfg, {fmt.end_of_turn_id}, pad, origin=origin)
+    got = micro_step(objective, pm, pm, batch, len(batch), cfg, pad, torch.Generator().manual_seed(3))
+    params = [(n, p) for n, p in pm.named_parameters() if p.requires_grad]
+    ours = {n: p.grad.clone() for n, p in params}
+
+    completions = decode(pm, [e.prompt_ids for e in batch], max_new_tokens=6, stop_ids={fmt.end_of_turn_id},
+                         pad_id=pad, temperature=1.0, generator=torch.Generator().manual_seed(3),
+                         min_shared_prefix=cfg.min_shared_prefix)
+    for p in pm.parameters():
+        p.grad = None
+    pm.train()
+    total = torch.zeros((), dtype=torch.float64)
+    kls = []
+    for e, c in zip(batch, completions, strict=True):
+        ids = torch.tensor([e.prompt_ids + c])
+        P = len(e.prompt_ids)
+        student = torch.log_softmax(pm(input_ids=ids).logits[0, P - 1:-1], -1)
+        with torch.no_grad():
+            if e.teacher == "origin":
+                teach = torch.log_softmax(origin(input_ids=ids).logits[0, P - 1:-1], -1)
+            else:
+                with pm.disable_adapter():
+                    teach = torch.log_softmax(pm(input_ids=ids).logits[0, P - 1:-1], -1)
+        kl = (teach.exp() * (teach - student)).sum(-1).mean()
+        kls.append(kl.item())
+        total = total + kl
+    (total / len(batch)).backward()
+    assert got["loss"] == pytest.approx(total.item() / len(batch), rel=1e-6)
+    for n, p in params:
+        torch.testing.assert_close(ours[n], p.grad, rtol=1e-6, atol=1e-9)
+    bad = copy.deepcopy(origin)
+    with torch.no_grad():
+        bad.get_output_embeddings().weight.add_(0.01)
+    with pytest.raises(ValueError, match="output head differs"):
+        retention_objective(pm, cfg, {fmt.end_of_turn_id}, pad, origin=bad)
+    # the two teachers differ: the same rows against the champion alone give another loss
+    champion_only = retention_objective(pm, cfg, {fmt.end_of_turn_id}, pad)
+    other = micro_step(champion_only, pm, pm, batch, len(batch), cfg, pad, torch.Generator().manual_seed(3))
+    assert abs(other["loss"] - got["loss"]) > 1e-3 * got["loss"]
+
+
+def test_base_teacher_needs_kl_and_is_loaded_only_past_the_first_night(tiny_home):
+    from agent.loading import load
+    from learner.learn import retention_origin
+    from memory.models import ModelStore
+
+    with pytest.raises(ValueError, match="retention_teacher=base needs retention=kl"):
+        LearnConfig(retention="self_replay", retention_teacher="base")
+    with pytest.raises(ValueError, match="retention_teacher must be one of champion, base"):
+        LearnConfig(retention="kl", retention_teacher="teacher")
+    store = ModelStore(tiny_home, quiet=True)
+    cfg = LearnConfig(retention="kl", retention_teacher="base")
+    assert retention_origin(store, "tiny", cfg, "cpu") is None  # the champion is the base: same weights
+    model, tok = load("tiny", store=store)
+    with store.draft(parent="tiny", notes="copy") as draft:
+        model.save_pretrained(draft.path)
+        tok.save_pretrained(draft.path)
+    origin = retention_origin(store, draft.version, cfg, "cpu")
+    assert origin is not None and not any(p.requires_grad for p in origin.parameters())
+    assert retention_origin(store, draft.version, replace(cfg, retention_teacher="champion"), "cpu") is None
