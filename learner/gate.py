@@ -192,7 +192,7 @@ def compare_suite(champ: SuiteResult, cand: SuiteResult, *, tolerance: float, al
               f"one-sided exact McNemar p = {p:.3g})")
     if retained is not None:
         change += f"; retained {100 * retained:.0f}% of {against or 'the champion'}'s {len(had)} right answers"
-    measure = "loss of the champion's right answers" if retained is not None else "drop"
+    measure = f"loss of {against or 'the champion'}'s right answers" if retained is not None else "drop"
     if role == "info":
         verdict, why = "info", "reported only: never blocks"
     elif role == "new skill":
