@@ -87,7 +87,7 @@ def _eval(skill, pack, model, recall, general, probes, probe_sets, probe_limit, 
                 results.append(evaluate_pack(m, tok, target, **kw))
         if want_probes:
             results += _run_probes(store, info.version, m, tok, home, general, probe_sets, probes,
-                                   probe_limit, batch_size, notes, quiet=json_out)
+                                   probe_limit, batch_size, notes, quiet=json_out, memory=memory)
     skills = [r for r in results if r.kind == "skill"]
     accuracy = sum(r.correct for r in skills) / sum(r.n for r in skills) if skills and sum(r.n for r in skills) else None
     wall = time.perf_counter() - t0
@@ -100,7 +100,8 @@ def _eval(skill, pack, model, recall, general, probes, probe_sets, probe_limit, 
     _print_table(info.version, recall, results, accuracy, notes, wall)
 
 
-def _run_probes(store, version, m, tok, home, general, probe_sets, files, limit, batch_size, notes, quiet):
+def _run_probes(store, version, m, tok, home, general, probe_sets, files, limit, batch_size, notes, quiet,
+                memory=None):
     from agent.loading import load
     from skills.probes import (
         DEFAULT_SETS,
@@ -112,7 +113,8 @@ def _run_probes(store, version, m, tok, home, general, probe_sets, files, limit,
     )
 
     sets = _sets(probe_sets) or (DEFAULT_SETS if general else ())
-    probes, more = default_probes(home, sets=sets, limit=limit) if sets else ([], [])
+    # memory: tool restraint offers the installed tools, as the agent serves them
+    probes, more = default_probes(home, sets=sets, limit=limit, memory=memory) if sets else ([], [])
     notes += more
     probes += [load_probe_file(p, limit=limit) for p in files or []]
     if needs_reference(probes):

@@ -239,3 +239,26 @@ def test_eval_cli_records_the_decoding(tiny_home, tmp_path, monkeypatch, flags, 
     assert f"decoding: {'constrained' if constrained else 'free'}" in skill["notes"]
     assert seen == [constrained]
     assert default_constrain() is (env is None)  # the switch ends with the command
+
+
+def test_eval_cli_tool_restraint_offers_the_installed_tools(tiny_home, monkeypatch):
+    """`eval --probe-sets tool_restraint` reads the installed tools from memory (it used to skip
+    the suite for want of them): every installed tool offered, as the agent serves."""
+    import skills.probes.fetched
+    from skills.install import install_pack
+    from skills.probes.restraint import EVERYDAY
+
+    def offline(*_, **__):
+        raise skills.probes.fetched.ProbeFetchError("offline in this test")
+
+    monkeypatch.setattr(skills.probes.fetched, "bfcl_irrelevance_sets", offline)
+    pack = SkillPack.load(bundled_pack("unit_convert"))
+    pack.demonstrations, pack.eval = pack.demonstrations[:2], pack.eval[:2]
+    with Memory(tiny_home) as mem:
+        install_pack(mem, pack)
+    result = CliRunner().invoke(_app(), ["eval", "--probe-sets", "tool_restraint", "--json", "--home", str(tiny_home)])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    [suite] = [s for s in out["suites"] if s["name"] == "tool_restraint"]
+    assert suite["n"] == len(EVERYDAY)
+    assert f"{len(pack.tools)} tool(s) offered" in " ".join(suite["notes"])
