@@ -122,7 +122,8 @@ def _learn(memory, store, cfg, skill, version, limit, dry_run, progress, acceler
                               metrics={"demonstrations": len(ids), "planned_steps": plan.total_steps})
         on_step = (lambda m: memory.update_run(run_id, metrics=m)) if main else None
         # no memorising: a slice of the new demonstrations is held out to stop on; retention
-        # prompts pull the student back toward the champion (learner.early_stop, learner.retention)
+        # prompts pull the student back toward the champion, or the base for everyday prompts
+        # (learner.early_stop, learner.retention)
         fresh, held = split_holdout(examples[:len(ids)], cfg.holdout_fraction, cfg.seed)
         retention = pool_from_memory(memory, cfg, examples[:len(ids)]) if cfg.retention != "none" else None
         origin = retention_origin(store, parent, cfg, str(accelerator.device)) if retention else None
