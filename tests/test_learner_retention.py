@@ -96,6 +96,32 @@ def test_kl_to_the_champion_is_exactly_zero_before_the_first_step(tiny_model, ti
                                         "tool_sets": "served", "everyday_teacher": "champion"}
 
 
+def _reference_kl(pm, batch, fmt, pad, cfg, max_new_tokens, origin=None) -> torch.Tensor:
+    """The same completions micro_step sampled (replayed from seed 3), the loss written out: the
+    sum over rows of the mean over each row's sampled tokens of Σ_v p_teacher (log p_teacher −
+    log p_student); the teacher is the champion (adapter off), or `origin` for rows marked so.
+    Clears the gradients first; the caller scales and calls backward."""
+    completions = decode(pm, [e.prompt_ids for e in batch], max_new_tokens=max_new_tokens,
+                         stop_ids={fmt.end_of_turn_id}, pad_id=pad, temperature=1.0,
+                         generator=torch.Generator().manual_seed(3), min_shared_prefix=cfg.min_shared_prefix)
+    for p in pm.parameters():
+        p.grad = None
+    pm.train()
+    total = torch.zeros((), dtype=torch.float64)
+    for e, c in zip(batch, completions, strict=True):
+        ids = torch.tensor([e.prompt_ids + c])
+        P = len(e.prompt_ids)
+        student = torch.log_softmax(pm(input_ids=ids).logits[0, P - 1:-1], -1)
+        with torch.no_grad():
+            if origin is not None and e.teacher == "origin":
+                teach = torch.log_softmax(origin(input_ids=ids).logits[0, P - 1:-1], -1)
+            else:
+                with pm.disable_adapter():
+                    teach = torch.log_softmax(pm(input_ids=ids).logits[0, P - 1:-1], -1)
+        total = total + (teach.exp() * (teach - student)).sum(-1).mean()
+    return total
+
+
 @pytest.mark.parametrize(("beta", "share"), [(1.0, False), (0.25, False), (1.0, True)])
 def test_retention_gradient_matches_a_float64_reference(tiny_model, tiny_tokenizer, beta, share):
     model = tiny_model.double()
@@ -113,22 +139,7 @@ def test_retention_gradient_matches_a_float64_reference(tiny_model, tiny_tokeniz
     ours = {n: p.grad.clone() for n, p in params}
     assert all(torch.count_nonzero(g) > 0 for g in ours.values())
 
-    # the same completions (replayed), the loss written out: mean over each row's sampled
-    # tokens of Σ_v p_champion (log p_champion − log p_student), mean over rows, times β
-    completions = decode(pm, [e.prompt_ids for e in batch], max_new_tokens=7, stop_ids={fmt.end_of_turn_id},
-                         pad_id=pad, temperature=1.0, generator=torch.Generator().manual_seed(3),
-                         min_shared_prefix=cfg.min_shared_prefix)
-    for p in pm.parameters():
-        p.grad = None
-    pm.train()
-    total = torch.zeros((), dtype=torch.float64)
-    for e, c in zip(batch, completions, strict=True):
-        ids = torch.tensor([e.prompt_ids + c])
-        P = len(e.prompt_ids)
-        student = torch.log_softmax(pm(input_ids=ids).logits[0, P - 1:-1], -1)
-        with torch.no_grad(), pm.disable_adapter():
-            champ = torch.log_softmax(pm(input_ids=ids).logits[0, P - 1:-1], -1)
-        total = total + (champ.exp() * (champ - student)).sum(-1).mean()
+    total = _reference_kl(pm, batch, fmt, pad, cfg, 7)
     (beta * total / len(batch)).backward()
     assert got["loss"] == pytest.approx(beta * total.item() / len(batch), rel=1e-6)  # summed in float32
     # rows run whole: equal to float64 rounding. With the tool-schema prefix run once and shared
@@ -348,27 +359,7 @@ def test_base_teacher_teaches_everyday_rows_and_the_champion_earlier_demonstrati
     params = [(n, p) for n, p in pm.named_parameters() if p.requires_grad]
     ours = {n: p.grad.clone() for n, p in params}
 
-    completions = decode(pm, [e.prompt_ids for e in batch], max_new_tokens=6, stop_ids={fmt.end_of_turn_id},
-                         pad_id=pad, temperature=1.0, generator=torch.Generator().manual_seed(3),
-                         min_shared_prefix=cfg.min_shared_prefix)
-    for p in pm.parameters():
-        p.grad = None
-    pm.train()
-    total = torch.zeros((), dtype=torch.float64)
-    kls = []
-    for e, c in zip(batch, completions, strict=True):
-        ids = torch.tensor([e.prompt_ids + c])
-        P = len(e.prompt_ids)
-        student = torch.log_softmax(pm(input_ids=ids).logits[0, P - 1:-1], -1)
-        with torch.no_grad():
-            if e.teacher == "origin":
-                teach = torch.log_softmax(origin(input_ids=ids).logits[0, P - 1:-1], -1)
-            else:
-                with pm.disable_adapter():
-                    teach = torch.log_softmax(pm(input_ids=ids).logits[0, P - 1:-1], -1)
-        kl = (teach.exp() * (teach - student)).sum(-1).mean()
-        kls.append(kl.item())
-        total = total + kl
+    total = _reference_kl(pm, batch, fmt, pad, cfg, 6, origin=origin)
     (total / len(batch)).backward()
     assert got["loss"] == pytest.approx(total.item() / len(batch), rel=1e-6)
     for n, p in params:
