@@ -135,20 +135,15 @@ class SDFTObjective:
     def add_teacher(self, batch: list[EncodedExample], targets: Targets) -> None:
         """The teacher's final hidden states at the completion positions (its own prompt, the
         same completion tokens), under no_grad."""
-        if self.origin is None or all(e.teacher != "origin" for e in batch):
-            teacher = pack([e.teacher_prompt_ids for e in batch], targets.completions, self.pad_id,
-                           self.model.device, self.cfg.min_shared_prefix)
-            with self._eval_mode(), torch.no_grad(), teacher_context(self.model, self.cfg.teacher):
-                targets.teacher_hidden = completion_hidden(self.model, teacher)
-            return
-        # rows taught by the origin and rows taught by the champion: one pass each, stitched into
-        # the [B, C, H] the loss reads (positions past a row's completion are masked there)
+        # rows taught by the origin (when there is one) and by the teacher of cfg.teacher: one pass
+        # each, stitched into the [B, C, H] the loss reads (positions past a row's completion are
+        # masked there); a batch with one teacher is one pass, used as it is
+        origin = [self.origin is not None and e.teacher == "origin" for e in batch]
+        parts = [(flag, [i for i, o in enumerate(origin) if o == flag]) for flag in (False, True)]
+        parts = [(flag, rows) for flag, rows in parts if rows]
         C = max(1, max(len(c) for c in targets.completions))
         hidden = None
-        for by_origin in (False, True):
-            rows = [i for i, e in enumerate(batch) if (e.teacher == "origin") == by_origin]
-            if not rows:
-                continue
+        for by_origin, rows in parts:
             teacher = pack([batch[i].teacher_prompt_ids for i in rows], [targets.completions[i] for i in rows],
                            self.pad_id, self.model.device, self.cfg.min_shared_prefix)
             with torch.no_grad():
@@ -157,9 +152,12 @@ class SDFTObjective:
                 else:
                     with self._eval_mode(), teacher_context(self.model, self.cfg.teacher):
                         h = completion_hidden(self.model, teacher)
-            if hidden is None:
-                hidden = h.new_zeros((len(batch), C, h.shape[-1]))
-            hidden[rows, :h.shape[1]] = h
+            if len(parts) == 1:
+                hidden = h
+            else:
+                if hidden is None:
+                    hidden = h.new_zeros((len(batch), C, h.shape[-1]))
+                hidden[rows, :h.shape[1]] = h
         targets.teacher_hidden = hidden
 
     def token_loss(self, student_logits: torch.Tensor, sl: slice, targets: Targets, head) -> torch.Tensor:
