@@ -521,14 +521,12 @@ def anchor_versions(store, memory, suites: list, candidate: str, champion: str,
     general suite, the base. Suites whose anchor is the champion (already compared), the new
     skill (judged by its gain), drift (relative to the champion by definition) and info-only
     suites have none."""
+    from learner.report import learned_by_run
     from skills.probes import ChampionDriftProbe, DriftProbe
 
     lineage = store.lineage(candidate)[1:]  # the candidate's ancestors, nearest first
     base = lineage[-1] if lineage else candidate
-    made_by: dict[str, str] = {}  # version -> skill its learning run learned
-    for run in memory.runs(limit=100_000):
-        if run.get("candidate_version") and run.get("skill"):
-            made_by.setdefault(run["candidate_version"], run["skill"])
+    made_by = learned_by_run(memory)  # version -> skill its learning run learned
     out = {}
     for s in suites:
         if getattr(s, "kind", None) == "skill":

@@ -31,13 +31,19 @@ MAX_CHANGED = 5  # changed cases shown per suite
 # ---- the accuracy matrix over versions ----------------------------------------------------
 
 
-def history_matrix(store, memory, summary: dict) -> dict:
-    """{"rows", "row_skills", "cols", "values", "bwt", "bwt_terms"} along the candidate's lineage."""
-    rows = list(reversed(store.lineage(summary["candidate"])))
+def learned_by_run(memory) -> dict[str, str]:
+    """Version -> the skill of the learning (or gate) run that made it; the newest run wins."""
     learned: dict[str, str] = {}
     for run in reversed(memory.runs(limit=100_000)):  # oldest first
         if run.get("candidate_version") and run.get("skill"):
             learned[run["candidate_version"]] = run["skill"]
+    return learned
+
+
+def history_matrix(store, memory, summary: dict) -> dict:
+    """{"rows", "row_skills", "cols", "values", "bwt", "bwt_terms"} along the candidate's lineage."""
+    rows = list(reversed(store.lineage(summary["candidate"])))
+    learned = learned_by_run(memory)
     acc: dict[str, dict[str, float]] = {v: {} for v in rows}
     for s in [r["summary"] for r in memory.gate_reports()] + [summary]:
         if s.get("skill") and s.get("candidate"):
