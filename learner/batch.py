@@ -19,6 +19,7 @@ tokens, so every row sees the positions of its unpadded sequence.
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 from dataclasses import dataclass, field
 
@@ -110,6 +111,9 @@ def trained_mask(completion_mask: torch.Tensor, starts: list[int]) -> torch.Tens
     return completion_mask & (idx.unsqueeze(0) >= start)
 
 
+MEMO_PREFIXES = 4  # prefixes a `prefix_cache` memo keeps (a served system prompt: ~120 MB at 135M)
+
+
 class PrefixCache(DynamicCache):
     """A shared prefix's keys/values. While `frozen`, every call reads it and none extends it:
     `update` returns prefix + the new keys/values without storing them, so a layer that gradient
@@ -124,13 +128,25 @@ class PrefixCache(DynamicCache):
         return torch.cat([layer.keys, key_states], dim=-2), torch.cat([layer.values, value_states], dim=-2)
 
 
-def prefix_cache(model, prefix: list[int], rows: int) -> PrefixCache:
+def prefix_cache(model, prefix: list[int], rows: int, memo: dict | None = None) -> PrefixCache:
     """Keys/values of `prefix`, computed once (differentiably), repeated for `rows` rows, then
-    frozen: the training pass reads it without extending it."""
-    inner = getattr(model, "module", model)  # the config lives on the unwrapped model
-    cache = PrefixCache(config=inner.config)
-    with _checkpointing_paused(model):  # the prefix pass is not re-run in backward: its cache grows
-        prefill(model, prefix, cache)
+    frozen: the training pass reads it without extending it.
+
+    `memo`: a dict kept by the caller for a model whose weights do not change between calls (a
+    frozen teacher): a prefix met before is copied from it instead of being run again — a
+    run's retention prompts share one long served system prompt, every step."""
+    key = tuple(prefix)
+    if memo is not None and key in memo:
+        cache = copy.deepcopy(memo[key])
+    else:
+        inner = getattr(model, "module", model)  # the config lives on the unwrapped model
+        cache = PrefixCache(config=inner.config)
+        with _checkpointing_paused(model):  # the prefix pass is not re-run in backward: its cache grows
+            prefill(model, prefix, cache)
+        if memo is not None:
+            while len(memo) >= MEMO_PREFIXES:  # the oldest goes (dicts keep insertion order)
+                memo.pop(next(iter(memo)))
+            memo[key] = copy.deepcopy(cache)
     cache.batch_repeat_interleave(rows)
     cache.frozen = True
     return cache
@@ -168,13 +184,14 @@ def _checkpointing_with_cache(model):
             del m._can_checkpoint_with_cache  # back to the class's False
 
 
-def completion_hidden(model, packed: Packed) -> torch.Tensor:
+def completion_hidden(model, packed: Packed, memo: dict | None = None) -> torch.Tensor:
     """[B, C, H] final hidden states at the positions whose next-token distributions are the
     completion tokens' (the head is applied later, in chunks). Works with gradient checkpointing
-    on (the shared prefix's activations are then kept, the rows' recomputed)."""
+    on (the shared prefix's activations are then kept, the rows' recomputed). `memo`: see
+    `prefix_cache` (frozen weights only)."""
     extra = {}
     if packed.prefix_ids:
-        extra = {cache_kwarg(model): prefix_cache(model, packed.prefix_ids, packed.input_ids.shape[0])}
+        extra = {cache_kwarg(model): prefix_cache(model, packed.prefix_ids, packed.input_ids.shape[0], memo)}
     with _checkpointing_with_cache(model) if extra else contextlib.nullcontext():
         out = model(
             input_ids=packed.input_ids,

@@ -22,6 +22,7 @@ METHODS = ("sdft", "sft", "auto")  # auto: per skill, SDFT where its teacher can
 RETENTION = ("none", "kl", "self_replay")
 RETENTION_TOOL_SETS = ("served", "each")  # learner.retention.pool_from_memory
 RETENTION_TEACHERS = ("champion", "base")  # learner.retention, "Who teaches"
+DEMO_TOOLS = ("own", "served")  # learner.learn.demo_tools_for
 TEACHERS = ("ema", "base", "live")
 DIVERGENCES = ("forward", "reverse", "jsd")
 
@@ -88,6 +89,12 @@ class LearnConfig:
     # skills' demonstration prompts are always taught by the champion, which knows them
     retention_teacher: str = "champion"  # champion | base
 
+    # ---- the new skill's context ----------------------------------------------------------
+    # tools offered with each demonstration trained on: own = its skill's tools (the pack's); served
+    # = every installed tool, as the agent serves them (Memory.served_tools), so the new call is
+    # learned in the same system prompt the retention prompts teach restraint in
+    demo_tools: str = "own"  # own | served
+
     # ---- no memorising (both methods; learner.early_stop) ----------------------------------
     holdout_fraction: float = 0.0  # share of the new demonstrations held out (never trained on)
     eval_every: int = 2  # optimizer steps between held-out evaluations
@@ -137,6 +144,7 @@ class LearnConfig:
              f"retention_teacher must be one of {', '.join(RETENTION_TEACHERS)}"),
             (self.retention_teacher == "champion" or self.retention == "kl",
              "retention_teacher=base needs retention=kl (self-replay imitates the champion's own answers)"),
+            (self.demo_tools in DEMO_TOOLS, f"demo_tools must be one of {', '.join(DEMO_TOOLS)}"),
             (0.0 <= self.holdout_fraction < 1.0, "holdout_fraction must be in [0, 1)"),
             (self.eval_every >= 1 and self.patience >= 1, "eval_every and patience must be at least 1"),
             (self.competence_n >= 1, "competence_n must be at least 1"),

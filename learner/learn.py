@@ -55,6 +55,17 @@ def retention_origin(store, parent: str, cfg: LearnConfig, device: str):
     return origin
 
 
+def demo_tools_for(memory, cfg: LearnConfig):
+    """The tools offered with each demonstration trained on (LearnConfig.demo_tools): its own
+    skill's, or every installed tool as the agent serves them — one list for every skill, so
+    a demonstration teaches which tool among all of them, in the system prompt where the
+    retention prompts teach when to call none."""
+    if cfg.demo_tools == "own":
+        return memory.tools_for
+    served = memory.served_tools()
+    return lambda skill: served
+
+
 def learn_candidate(
     home=None,
     cfg: LearnConfig | None = None,
@@ -105,7 +116,7 @@ def _learn(memory, store, cfg, skill, version, limit, dry_run, progress, acceler
 
     accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
     model, tokenizer = load(parent, store=store, device=str(accelerator.device))
-    examples = examples_from_demonstrations(demos, PromptFormat(tokenizer), memory.tools_for)
+    examples = examples_from_demonstrations(demos, PromptFormat(tokenizer), demo_tools_for(memory, cfg))
     plan = plan_steps(len(examples), cfg, accelerator.num_processes)
     outcome = LearnOutcome(ids, parent, plan, dry_run=dry_run)
     if dry_run:

@@ -64,6 +64,9 @@ class SDFTObjective:
         self.stop_ids = stop_ids
         self.pad_id = pad_id
         self.pairs = adapter_pairs(peft_model) if cfg.teacher == "ema" else []
+        # prefix keys/values of teachers whose weights never change during the run (the adapter
+        # switched off, the origin), by prefix: computed once per run, not once per step
+        self.frozen_prefixes: dict[bool, dict] = {True: {}, False: {} if cfg.teacher == "base" else None}
 
     def rollouts(self, batch: list[EncodedExample], generator: torch.Generator | None) -> tuple[list[list[int]], list[bool]]:
         """One completion per example (forced opening included); which rows came from the teacher.
@@ -148,10 +151,10 @@ class SDFTObjective:
                            self.pad_id, self.model.device, self.cfg.min_shared_prefix)
             with torch.no_grad():
                 if by_origin:
-                    h = completion_hidden(self.origin, teacher)
+                    h = completion_hidden(self.origin, teacher, self.frozen_prefixes[True])
                 else:
                     with self._eval_mode(), teacher_context(self.model, self.cfg.teacher):
-                        h = completion_hidden(self.model, teacher)
+                        h = completion_hidden(self.model, teacher, self.frozen_prefixes[False])
             if len(parts) == 1:
                 hidden = h
             else:

@@ -126,3 +126,33 @@ def test_gradient_checkpointing_keeps_the_shared_prefix(tiny_model, tiny_tokeniz
     h1, g1 = run(True)
     assert torch.allclose(h0, h1, atol=1e-10)
     assert g0.abs().max() > 1e-3 and (g0 - g1).abs().max() < 1e-9 * g0.abs().max()
+
+
+def test_prefix_memo_runs_a_frozen_models_prefix_once(tiny_model, tiny_tokenizer, monkeypatch):
+    """A memo (a frozen teacher's) gives exactly the hidden states of running the prefix again,
+    and runs each prefix once; it keeps at most MEMO_PREFIXES of them, the oldest leaving first."""
+    import learner.batch as batch
+
+    fmt, prompts = _prompts(tiny_tokenizer)
+    completions = [[40, 41, 42, fmt.end_of_turn_id], [50, 51], [60, 61, 62, 63, 64, 65]]
+    packed = pack(prompts, completions, tiny_tokenizer.pad_token_id)
+    assert packed.prefix_ids
+    calls = []
+    real = batch.prefill
+    monkeypatch.setattr(batch, "prefill", lambda m, ids, cache=None: calls.append(len(ids)) or real(m, ids, cache))
+    with torch.no_grad():
+        fresh = completion_hidden(tiny_model, packed)
+        memo: dict = {}
+        first = completion_hidden(tiny_model, packed, memo)
+        again = completion_hidden(tiny_model, packed, memo)
+    assert calls == [len(packed.prefix_ids)] * 2  # fresh, and the memo's first: not the third
+    assert torch.equal(fresh, first) and torch.equal(first, again)
+    assert list(memo) == [tuple(packed.prefix_ids)]
+    # the memo's copy stays batch 1 and unextended whatever the call did with its own
+    assert all(layer.keys.shape[0] == 1 and layer.keys.shape[-2] == len(packed.prefix_ids)
+               for layer in memo[tuple(packed.prefix_ids)].layers)
+    with torch.no_grad():
+        for k in range(batch.MEMO_PREFIXES):
+            other = pack([[k + 3] + p for p in prompts], completions, tiny_tokenizer.pad_token_id)
+            completion_hidden(tiny_model, other, memo)
+    assert len(memo) == batch.MEMO_PREFIXES and tuple(packed.prefix_ids) not in memo

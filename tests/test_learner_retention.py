@@ -394,3 +394,56 @@ def test_base_teacher_needs_kl_and_is_loaded_only_past_the_first_night(tiny_home
     origin = retention_origin(store, draft.version, cfg, "cpu")
     assert origin is not None and not any(p.requires_grad for p in origin.parameters())
     assert retention_origin(store, draft.version, replace(cfg, retention_teacher="champion"), "cpu") is None
+
+
+@pytest.mark.parametrize("teacher", ["champion", "base"])
+def test_the_teachers_prefix_is_run_once_per_run_and_changes_nothing(tiny_model, tiny_tokenizer, teacher):
+    """The retention teachers never change during a run, so their pass over the shared served
+    system prompt is kept from the first step (learner.batch.prefix_cache memo): a later step's
+    loss and gradient are bit-equal to the same step with nothing kept."""
+    model = tiny_model.double()
+    origin = copy.deepcopy(model).requires_grad_(False) if teacher == "base" else None
+    fmt = PromptFormat(tiny_tokenizer)
+    cfg = LearnConfig(method="sft", retention="kl", retention_teacher=teacher, retention_max_new_tokens=5,
+                      chunk_size=3, share_prompt_prefix=True)
+    pm = attach_lora(model, cfg)
+    _randomise(pm)
+    pad = tiny_tokenizer.pad_token_id
+    batch = encode_pool([RetentionPrompt(m, [TOOL], "everyday+tools") for m in everyday_messages()[:3]]
+                        + [RetentionPrompt(d["messages"], [TOOL], "demo:u") for d in DEMOS[:2]], fmt)
+
+    def step(objective):
+        pm.zero_grad(set_to_none=True)
+        got = micro_step(objective, pm, pm, batch, len(batch), cfg, pad, torch.Generator().manual_seed(3))
+        return got["loss"], torch.cat([p.grad.flatten() for p in pm.parameters() if p.grad is not None])
+
+    kept = retention_objective(pm, cfg, {fmt.end_of_turn_id}, pad, origin=origin)
+    step(kept)
+    memos = [m for m in kept.frozen_prefixes.values() if m]
+    assert memos and all(len(m) == 1 for m in memos)  # one served prefix per teacher
+    assert len(memos) == (2 if teacher == "base" else 1)
+    loss, grad = step(kept)
+    fresh_loss, fresh_grad = step(retention_objective(pm, cfg, {fmt.end_of_turn_id}, pad, origin=origin))
+    assert loss == fresh_loss and torch.equal(grad, fresh_grad)
+    # SDFT's EMA teacher moves with the student every step: nothing is kept for it
+    from learner.sdft import SDFTObjective
+
+    assert SDFTObjective(pm, LearnConfig(teacher="ema"), set(), pad).frozen_prefixes[False] is None
+
+
+def test_demo_tools_served_offers_every_demonstration_the_agents_full_tool_list(home, tiny_tokenizer):
+    from learner.learn import demo_tools_for
+    from memory.store import Memory
+
+    assert LearnConfig().demo_tools == "own" == shipped_config().demo_tools
+    with pytest.raises(ValueError, match=r"^demo_tools must be one of own, served$"):
+        LearnConfig(demo_tools="all")
+    fmt = PromptFormat(tiny_tokenizer)
+    with Memory(home) as mem:
+        served, units, dates, _ = _two_skills(mem)
+        demos = mem.demonstrations("units")
+        own = examples_from_demonstrations(demos, fmt, demo_tools_for(mem, LearnConfig()))
+        wide = examples_from_demonstrations(demos, fmt, demo_tools_for(mem, LearnConfig(demo_tools="served")))
+    assert all(e.tools == units for e in own)
+    assert all(e.tools == served for e in wide)  # the same list, in the order `chat` offers it
+    assert [e.completion_text for e in wide] == [e.completion_text for e in own]  # only the prompt changes
