@@ -128,21 +128,23 @@ class PrefixCache(DynamicCache):
         return torch.cat([layer.keys, key_states], dim=-2), torch.cat([layer.values, value_states], dim=-2)
 
 
-def prefix_cache(model, prefix: list[int], rows: int, memo: dict | None = None) -> PrefixCache:
+def prefix_cache(model, prefix: list[int], rows: int, memo: dict | None = None, grad: bool = True) -> PrefixCache:
     """Keys/values of `prefix`, computed once (differentiably), repeated for `rows` rows, then
     frozen: the training pass reads it without extending it.
 
     `memo`: a dict kept by the caller for a model whose weights do not change between calls (a
     frozen teacher): a prefix met before is copied from it instead of being run again — a
-    run's retention prompts share one long served system prompt, every step."""
+    run's retention prompts share one long served system prompt, every step. `grad=False`: the
+    prefix is run without a graph, so no gradient flows through its keys/values (the rows still
+    get theirs): the cheap form of a step whose shared prefix is most of the compute."""
     key = tuple(prefix)
     if memo is not None and key in memo:
         cache = copy.deepcopy(memo[key])
     else:
         inner = getattr(model, "module", model)  # the config lives on the unwrapped model
         cache = PrefixCache(config=inner.config)
-        with _checkpointing_paused(model):  # the prefix pass is not re-run in backward: its cache grows
-            prefill(model, prefix, cache)
+        with _checkpointing_paused(model), torch.no_grad() if not grad else contextlib.nullcontext():
+            prefill(model, prefix, cache)  # not re-run in backward (checkpointing paused): its cache grows
         if memo is not None:
             while len(memo) >= MEMO_PREFIXES:  # the oldest goes (dicts keep insertion order)
                 memo.pop(next(iter(memo)))
@@ -184,14 +186,15 @@ def _checkpointing_with_cache(model):
             del m._can_checkpoint_with_cache  # back to the class's False
 
 
-def completion_hidden(model, packed: Packed, memo: dict | None = None) -> torch.Tensor:
+def completion_hidden(model, packed: Packed, memo: dict | None = None, prefix_grad: bool = True) -> torch.Tensor:
     """[B, C, H] final hidden states at the positions whose next-token distributions are the
     completion tokens' (the head is applied later, in chunks). Works with gradient checkpointing
-    on (the shared prefix's activations are then kept, the rows' recomputed). `memo`: see
-    `prefix_cache` (frozen weights only)."""
+    on (the shared prefix's activations are then kept, the rows' recomputed). `memo`, and
+    `prefix_grad` (`grad` there): see `prefix_cache`."""
     extra = {}
     if packed.prefix_ids:
-        extra = {cache_kwarg(model): prefix_cache(model, packed.prefix_ids, packed.input_ids.shape[0], memo)}
+        extra = {cache_kwarg(model): prefix_cache(model, packed.prefix_ids, packed.input_ids.shape[0], memo,
+                                                     prefix_grad)}
     with _checkpointing_with_cache(model) if extra else contextlib.nullcontext():
         out = model(
             input_ids=packed.input_ids,

@@ -88,6 +88,10 @@ class LearnConfig:
     # base model, a second frozen copy: what the gate's general suites are anchored to); earlier
     # skills' demonstration prompts are always taught by the champion, which knows them
     retention_teacher: str = "champion"  # champion | base
+    # False: no gradient through the shared served system prompt's keys/values in the retention
+    # term (the prompt's own tokens and the sample still get theirs); that prompt, every tool's
+    # schema, is most of the term's compute once several skills are installed
+    retention_prefix_grad: bool = True
 
     # ---- the new skill's context ----------------------------------------------------------
     # tools offered with each demonstration trained on: own = its skill's tools (the pack's); served

@@ -106,13 +106,15 @@ def step_batches(step: int, plan: Plan, cfg: LearnConfig, rank: int, seed: int) 
 def micro_step(objective, wrapped, peft_model, batch: list[EncodedExample], n_sequences: int,
                cfg: LearnConfig, pad_id: int, generator=None,
                backward: Callable | None = None, no_sync: Callable | None = None,
-               scale: float = 1.0) -> dict:
+               scale: float = 1.0, prefix_grad: bool = True) -> dict:
     """Targets (SDFT: rollouts, decoded per prefix group too), then teacher pass, student
     forward, chunked loss and backward for one micro-batch, one prefix group at a time
     (learner.batch.prefix_groups; one group unless the batch mixes prompts, e.g. retention
     prompts with and without tools). Gradients accumulate over the groups; `no_sync()` (DDP) wraps every
     group's backward but the last, so one all-reduce is made per micro-batch. The loss is the
-    mean over `n_sequences` sequences, times `scale` (the retention term's β). Returns sums."""
+    mean over `n_sequences` sequences, times `scale` (the retention term's β). `prefix_grad=False`:
+    no gradient through the shared prefix's keys/values (LearnConfig.retention_prefix_grad).
+    Returns sums."""
     t0 = time.perf_counter()
     targets = objective.targets(batch, generator, teacher=False)  # SDFT: rollouts, a decode per prefix group
     t1 = time.perf_counter()
@@ -142,7 +144,7 @@ def micro_step(objective, wrapped, peft_model, batch: list[EncodedExample], n_se
         last = g == len(groups) - 1
         with nullcontext() if last or no_sync is None else no_sync():
             wrapped.train()
-            hidden = completion_hidden(wrapped, packed)
+            hidden = completion_hidden(wrapped, packed, prefix_grad=prefix_grad)
             loss = chunked_backward(hidden, head, chunk_loss, cfg.chunk_size, backward)
         sub.teacher_hidden = None  # free it before the next group
         sums["loss"] += loss.item()
@@ -272,7 +274,8 @@ def train(
             tc = time.perf_counter()
             with nullcontext() if j == len(calls) - 1 else no_sync():
                 got = micro_step(objective, wrapped, peft_model, batch, n, cfg, pad_id, generator, backward,
-                                 no_sync=no_sync, scale=scale)
+                                 no_sync=no_sync, scale=scale,
+                                 prefix_grad=label != "retention" or cfg.retention_prefix_grad)
             got["seconds"] = time.perf_counter() - tc
             for k in SUM_KEYS:
                 sums[label][k] += got.get(k, 0)

@@ -179,8 +179,10 @@ def test_self_replay_trains_on_the_champions_greedy_answers(tiny_model, tiny_tok
 def test_every_lever_is_reachable_with_set():
     pairs = ["method=auto", "retention=kl", "retention_tool_sets=each", "retention_beta=0.5", "retention_batch=2", "retention_prompts=24",
              "retention_max_new_tokens=32", "holdout_fraction=0.2", "patience=3", "eval_every=1",
-             "competence_threshold=0.4", "competence_n=4", "restore_best=false", "teacher=base", "skip_first=0"]
+             "competence_threshold=0.4", "competence_n=4", "restore_best=false", "teacher=base", "skip_first=0",
+             "retention_prefix_grad=false", "demo_tools=served"]
     cfg = LearnConfig(**parse_settings(pairs))
+    assert cfg.retention_prefix_grad is False and cfg.demo_tools == "served"
     assert (cfg.method, cfg.retention, cfg.retention_beta, cfg.holdout_fraction, cfg.restore_best) == \
         ("auto", "kl", 0.5, 0.2, False)
     assert cfg.retention_tool_sets == "each"
@@ -447,3 +449,55 @@ def test_demo_tools_served_offers_every_demonstration_the_agents_full_tool_list(
     assert all(e.tools == units for e in own)
     assert all(e.tools == served for e in wide)  # the same list, in the order `chat` offers it
     assert [e.completion_text for e in wide] == [e.completion_text for e in own]  # only the prompt changes
+
+
+def test_retention_without_prefix_gradient_matches_a_float64_reference(tiny_model, tiny_tokenizer):
+    """retention_prefix_grad=False: the same loss, and the gradient of running every row alone on
+    a copy of the shared prefix's keys/values computed without a graph; it differs from the
+    exact gradient (the part through the prefix is what is dropped)."""
+    from agent.decode import cache_kwarg, prefill, shared_prefix_len
+
+    model = tiny_model.double()
+    fmt = PromptFormat(tiny_tokenizer)
+    cfg = LearnConfig(method="sft", retention="kl", retention_prefix_grad=False, retention_max_new_tokens=6,
+                      chunk_size=3, share_prompt_prefix=True)
+    pm = attach_lora(model, cfg)
+    _randomise(pm)
+    pad = tiny_tokenizer.pad_token_id
+    batch = encode_pool(_pool(4, tools_share=1.0), fmt)
+    prompts = [e.prompt_ids for e in batch]
+    K = shared_prefix_len(prompts)
+    assert K > 100
+
+    def step(prefix_grad):
+        pm.zero_grad(set_to_none=True)
+        objective = retention_objective(pm, cfg, {fmt.end_of_turn_id}, pad)
+        got = micro_step(objective, pm, pm, batch, len(batch), cfg, pad, torch.Generator().manual_seed(3),
+                         prefix_grad=prefix_grad)
+        return got["loss"], {n: p.grad.clone() for n, p in pm.named_parameters() if p.requires_grad}
+
+    loss, ours = step(False)
+    exact_loss, exact = step(True)
+    assert loss == pytest.approx(exact_loss, rel=1e-9)
+
+    completions = decode(pm, prompts, max_new_tokens=6, stop_ids={fmt.end_of_turn_id}, pad_id=pad, temperature=1.0,
+                         generator=torch.Generator().manual_seed(3), min_shared_prefix=cfg.min_shared_prefix)
+    pm.zero_grad(set_to_none=True)
+    pm.train()
+    total = torch.zeros((), dtype=torch.float64)
+    for p, c in zip(prompts, completions, strict=True):
+        rest = torch.tensor([p[K:] + c])
+        with torch.no_grad():
+            cache = prefill(pm, p[:K])
+        out = pm(input_ids=rest, position_ids=torch.arange(K, len(p) + len(c)).unsqueeze(0), **{cache_kwarg(pm): cache})
+        student = torch.log_softmax(out.logits[0, len(p) - K - 1:-1], -1)
+        with torch.no_grad(), pm.disable_adapter():
+            teach = torch.log_softmax(pm(input_ids=torch.tensor([p + c])).logits[0, len(p) - 1:-1], -1)
+        total = total + (teach.exp() * (teach - student)).sum(-1).mean()
+    (total / len(batch)).backward()
+    assert loss == pytest.approx(total.item() / len(batch), rel=1e-6)
+    for n, p in pm.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(ours[n], p.grad, rtol=1e-6, atol=1e-9)
+    differs = max(((ours[n] - exact[n]).abs().max() / exact[n].abs().max()).item() for n in ours)
+    assert differs > 1e-3
