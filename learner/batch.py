@@ -154,6 +154,15 @@ def prefix_cache(model, prefix: list[int], rows: int, memo: dict | None = None, 
     return cache
 
 
+@torch.no_grad()
+def frozen_prefix(model, prefix: list[int]) -> PrefixCache:
+    """A prefix's keys/values (batch 1) without a graph, in the form a `prefix_cache` memo keeps
+    and `agent.decode.decode(prefix=…)` reads: the rollouts' prefill, handed on to a training
+    pass that takes no gradient through the prefix."""
+    inner = getattr(model, "module", model)
+    return prefill(model, prefix, PrefixCache(config=inner.config))
+
+
 def _checkpointed_layers(model) -> list:
     from transformers.modeling_layers import GradientCheckpointingLayer
 

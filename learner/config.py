@@ -80,6 +80,9 @@ class LearnConfig:
     retention_temperature: float = 1.0  # on-policy sampling temperature (kl)
     retention_tools_share: float = 1.0  # share of everyday prompts asked with installed tools offered
     retention_demo_share: float = 0.25  # share of the pool taken from earlier skills' demonstrations
+    # share of the rest taken from tool-sounding requests no installed tool serves ("set an alarm",
+    # "what's the weather in …": skills.retention.TASKS), always asked with the tools offered
+    retention_task_share: float = 0.0
     # tools offered with a retention prompt: served = every installed tool in one system prompt, as
     # the agent serves; each = one skill's tools (everyday prompts cycle the skills, an earlier
     # demonstration its own skill's), the behaviour before "served" (restraint then fell 97 → 68%)
@@ -142,6 +145,7 @@ class LearnConfig:
             (self.retention_temperature >= 0.0, "retention_temperature must be 0 (greedy) or more"),
             (0.0 <= self.retention_tools_share <= 1.0, "retention_tools_share must be in [0, 1]"),
             (0.0 <= self.retention_demo_share <= 1.0, "retention_demo_share must be in [0, 1]"),
+            (0.0 <= self.retention_task_share <= 1.0, "retention_task_share must be in [0, 1]"),
             (self.retention_tool_sets in RETENTION_TOOL_SETS,
              f"retention_tool_sets must be one of {', '.join(RETENTION_TOOL_SETS)}"),
             (self.retention_teacher in RETENTION_TEACHERS,

@@ -16,7 +16,8 @@ Both are weighted β beside the new-skill loss (LearnConfig.retention_beta). Bef
 step the adapter is zero, so the student is the champion and the KL is exactly 0.
 
 Retention prompts: everyday requests (skills.retention), the same asked with installed tools
-offered (requests that need none), and the prompts of earlier skills' demonstrations. Which tools
+offered (requests that need none), tool-sounding requests no installed tool serves (a share,
+LearnConfig.retention_task_share), and the prompts of earlier skills' demonstrations. Which tools
 (LearnConfig.retention_tool_sets): "served", every installed tool in one system prompt exactly as
 the agent serves (Memory.served_tools), for every prompt asked with tools; "each", one skill's
 tools per prompt. Restraint must hold in the served context, which "each" never shows the model
@@ -43,20 +44,27 @@ from learner.sft import SFTObjective
 class RetentionPrompt:
     messages: list[dict]
     tools: list[dict] | None
-    source: str  # everyday | everyday+tools | demo:<skill>
+    source: str  # everyday | everyday+tools | task+tools | demo:<skill>
 
 
 def build_pool(cfg, everyday: list[list[dict]], tool_sets: list[list[dict]],
-               earlier: list[RetentionPrompt]) -> list[RetentionPrompt]:
+               earlier: list[RetentionPrompt], tasks: list[list[dict]] | None = None) -> list[RetentionPrompt]:
     """A seeded pool of `cfg.retention_prompts` prompts: a share from earlier skills'
-    demonstrations, the rest everyday requests, a share of those asked with one of `tool_sets`
-    offered (cycled in order, so the first set comes most often; one set: all of them with it)."""
+    demonstrations, a share of the rest (cfg.retention_task_share) tool-sounding requests no
+    installed tool serves (`tasks`, always asked with tools offered), the rest everyday requests,
+    a share of those asked with one of `tool_sets` offered (cycled in order, so the first set
+    comes most often; one set: all of them with it)."""
     rng = random.Random(cfg.seed * 31 + 7)
     n = cfg.retention_prompts
     n_demo = min(len(earlier), round(n * cfg.retention_demo_share))
     pool = rng.sample(earlier, n_demo)
-    chosen = rng.sample(everyday, min(len(everyday), n - n_demo))
     sets = [s for s in tool_sets if s]
+    tasks = tasks if sets else []
+    n_task = min(len(tasks or []), round((n - n_demo) * cfg.retention_task_share))
+    chosen = rng.sample(everyday, min(len(everyday), n - n_demo - n_task))
+    if n_task:
+        pool += [RetentionPrompt(m, sets[k % len(sets)], "task+tools")
+                 for k, m in enumerate(rng.sample(tasks, n_task))]
     n_tools = round(len(chosen) * cfg.retention_tools_share) if sets else 0
     for k, messages in enumerate(chosen):
         if k < n_tools:
@@ -73,7 +81,7 @@ def pool_from_memory(memory, cfg, new_examples: list[Example]) -> list[Retention
     for everyday prompts asked with tools and earlier demonstrations alike; "each", everyday
     prompts cycle the skills being learned first, then the other installed skills, and an
     earlier demonstration offers its own skill's tools."""
-    from skills.retention import everyday_messages
+    from skills.retention import everyday_messages, task_messages
 
     if cfg.retention_tool_sets == "served":
         served = memory.served_tools()
@@ -91,7 +99,8 @@ def pool_from_memory(memory, cfg, new_examples: list[Example]) -> list[Retention
     new_ids = {e.demo_id for e in new_examples}
     earlier = [RetentionPrompt(list(d["messages"]), tools_of(d["skill"]), f"demo:{d['skill']}")
                for d in memory.demonstrations() if d.get("used_in_runs") and d["id"] not in new_ids]
-    return build_pool(cfg, everyday_messages(), tool_sets, earlier)
+    tasks = task_messages(memory.served_tools()) if cfg.retention_task_share > 0 else []
+    return build_pool(cfg, everyday_messages(), tool_sets, earlier, tasks)
 
 
 def encode_pool(pool: list[RetentionPrompt], fmt: PromptFormat) -> list[EncodedExample]:
@@ -102,7 +111,7 @@ def encode_pool(pool: list[RetentionPrompt], fmt: PromptFormat) -> list[EncodedE
     for p in pool:
         ids = fmt.encode(p.messages, p.tools)
         out.append(EncodedExample(example=None, prompt_ids=ids, completion_ids=[], teacher_prompt_ids=ids,
-                                  forced_ids=[], teacher="origin" if p.source.startswith("everyday") else "champion"))
+                                  forced_ids=[], teacher="origin" if p.source.startswith(("everyday", "task")) else "champion"))
     return out
 
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from agent.decode import decode
-from learner.batch import completion_hidden, pack, rollout_groups
+from agent.decode import decode, shared_prefix_len
+from learner.batch import completion_hidden, frozen_prefix, pack, rollout_groups
 from learner.divergence import token_divergence
 from learner.examples import EncodedExample
 from learner.lora import (
@@ -68,10 +68,14 @@ class SDFTObjective:
         # switched off, the origin), by prefix: computed once per run, not once per step
         self.frozen_prefixes: dict[bool, dict] = {True: {}, False: {} if cfg.teacher == "base" else None}
 
-    def rollouts(self, batch: list[EncodedExample], generator: torch.Generator | None) -> tuple[list[list[int]], list[bool]]:
+    def rollouts(self, batch: list[EncodedExample], generator: torch.Generator | None,
+                 prefixes: dict | None = None) -> tuple[list[list[int]], list[bool]]:
         """One completion per example (forced opening included); which rows came from the teacher.
         Decoded one prefix group at a time (learner.batch.rollout_groups): one call when the
-        batch shares its prompt prefix, as a single skill's batch does."""
+        batch shares its prompt prefix, as a single skill's batch does. `prefixes`: a dict that
+        receives each student group's shared-prefix keys/values (learner.batch.frozen_prefix),
+        for a training pass that takes no gradient through them to read instead of running the
+        prefix again."""
         cfg = self.cfg
         n = len(batch)
         if cfg.teacher_rollout_fraction > 0:
@@ -87,6 +91,15 @@ class SDFTObjective:
             prompts = [batch[i].teacher_prompt_ids if teacher_rows else batch[i].prompt_ids for i in rows]
             with self._sampling_weights(teacher_rows):
                 for group in rollout_groups(prompts, cfg.min_shared_prefix):
+                    shared = None
+                    if prefixes is not None and not teacher_rows and cfg.min_shared_prefix is not None:
+                        contexts = [prompts[j] + batch[rows[j]].forced_ids for j in group]
+                        K = shared_prefix_len(contexts, cfg.min_shared_prefix)
+                        if K:
+                            key = tuple(contexts[0][:K])
+                            if key not in prefixes:
+                                prefixes[key] = frozen_prefix(self.model, list(key))
+                            shared = (K, prefixes[key])
                     got = decode(
                         self.model,
                         [prompts[j] for j in group],
@@ -98,6 +111,7 @@ class SDFTObjective:
                         top_p=cfg.top_p,
                         generator=generator,
                         min_shared_prefix=cfg.min_shared_prefix,
+                        prefix=shared,
                     )
                     for j, c in zip(group, got, strict=True):
                         completions[rows[j]] = c
@@ -124,11 +138,12 @@ class SDFTObjective:
         return merged_adapter(self.model, TEACHER if kind == "ema" else STUDENT)
 
     def targets(self, batch: list[EncodedExample], generator: torch.Generator | None = None,
-                teacher: bool = True) -> Targets:
+                teacher: bool = True, prefixes: dict | None = None) -> Targets:
         """Rollouts for the batch, and (unless `teacher=False`: the training step runs the
-        teacher group by group, `add_teacher`) the teacher's hidden states on them."""
+        teacher group by group, `add_teacher`) the teacher's hidden states on them.
+        `prefixes`: see `rollouts`."""
         with self._eval_mode():
-            completions, from_teacher = self.rollouts(batch, generator)
+            completions, from_teacher = self.rollouts(batch, generator, prefixes)
         starts = [len(e.forced_ids) + self.cfg.skip_first for e in batch]
         targets = Targets(completions, starts, stats={"teacher_rollouts": sum(from_teacher)})
         if teacher:

@@ -21,7 +21,7 @@ class SFTObjective:
         self.pad_id = pad_id
 
     def targets(self, batch: list[EncodedExample], generator: torch.Generator | None = None,
-                teacher: bool = True) -> Targets:
+                teacher: bool = True, prefixes: dict | None = None) -> Targets:
         return Targets([list(e.completion_ids) for e in batch], [0] * len(batch))
 
     def add_teacher(self, batch: list[EncodedExample], targets: Targets) -> None:

@@ -116,7 +116,10 @@ def micro_step(objective, wrapped, peft_model, batch: list[EncodedExample], n_se
     no gradient through the shared prefix's keys/values (LearnConfig.retention_prefix_grad).
     Returns sums."""
     t0 = time.perf_counter()
-    targets = objective.targets(batch, generator, teacher=False)  # SDFT: rollouts, a decode per prefix group
+    # no gradient through the prefix: the rollouts' prefill of it is the student's own pass over
+    # it (the same weights, merged or not), so the training pass reads it instead of running it
+    shared = {} if not prefix_grad and cfg.lora_dropout == 0 else None
+    targets = objective.targets(batch, generator, teacher=False, prefixes=shared)  # SDFT: rollouts, a decode per prefix group
     t1 = time.perf_counter()
     head = peft_model.get_output_embeddings()
     groups = prefix_groups([e.prompt_ids for e in batch], cfg.min_shared_prefix)
@@ -144,7 +147,7 @@ def micro_step(objective, wrapped, peft_model, batch: list[EncodedExample], n_se
         last = g == len(groups) - 1
         with nullcontext() if last or no_sync is None else no_sync():
             wrapped.train()
-            hidden = completion_hidden(wrapped, packed, prefix_grad=prefix_grad)
+            hidden = completion_hidden(wrapped, packed, shared, prefix_grad=prefix_grad)
             loss = chunked_backward(hidden, head, chunk_loss, cfg.chunk_size, backward)
         sub.teacher_hidden = None  # free it before the next group
         sums["loss"] += loss.item()

@@ -13,6 +13,8 @@ them generic everyday requests, not quiz questions with a single right answer.
 
 from __future__ import annotations
 
+import re
+
 EVERYDAY: tuple[str, ...] = (
     "Give me three ideas for a quick weekday dinner.",
     "Write a two-sentence birthday message for my sister.",
@@ -62,7 +64,7 @@ EVERYDAY: tuple[str, ...] = (
     "What should I think about before adopting a dog?",
     "How can I reduce stress before an exam?",
     "Describe the smell of fresh bread in one sentence.",
-    "Hi! How are you today?",
+    "Hey, I hope your day is off to a good start.",
     "Can you help me plan a picnic for four people?",
     "Tell me a fun fact about octopuses in a friendly way.",
     "What is a good way to remember people's names?",
@@ -88,13 +90,13 @@ EVERYDAY: tuple[str, ...] = (
     "What is the largest animal on Earth?",
     "What does a baker do all day?",
     "Good morning!",
-    "Hello there.",
+    "Nice to meet you.",
     "See you tomorrow!",
     "I'm bored. Any ideas?",
     "That's great news, thank you.",
     "Are you a robot?",
     "What's your favourite season and why?",
-    "Tell me something nice.",
+    "Say something encouraging to cheer me up.",
     "How do you say thank you in French?",
     "What rhymes with cat?",
     "Is a tomato a fruit or a vegetable?",
@@ -105,6 +107,65 @@ EVERYDAY: tuple[str, ...] = (
     "What time of year do birds fly south?",
     "Which is heavier, a kilogram of feathers or a kilogram of iron?",
 )
+
+
+# Requests that sound like a job for a tool, asked of an agent that has no tool for them: the
+# right reply is plain text (what it can say, or that it cannot do it), never a call to whichever
+# installed tool looks closest. A small model that has just learned a tool calls it for exactly
+# these (measured: benchmarks/results/README.md, issue 12: "What is the current time in …?" →
+# a call to the newest skill's tool). Each carries the topic words that an installed tool
+# serving it would name: a request is left out of a run whose installed tools mention any of
+# them (`task_messages`), so the learner never rehearses "do not call" for a tool it has.
+TASKS: tuple[tuple[str, str], ...] = (
+    ("Is it going to be sunny in Lisbon on Saturday?", "weather forecast sunny"),
+    ("Will it rain in Manchester this afternoon?", "weather forecast rain"),
+    ("Set an alarm for 6:30 tomorrow morning.", "alarm clock"),
+    ("Start a ten-minute timer for the pasta.", "timer"),
+    ("Text my brother that I'll be twenty minutes late.", "message sms text"),
+    ("Send an email to Priya saying the report is ready.", "email mail"),
+    ("Book a table for two at an Italian place tonight at eight.", "restaurant reservation table"),
+    ("Find me a flight from Paris to Rome next Friday.", "flight airline"),
+    ("Reserve a double room in Edinburgh for the weekend.", "hotel room reservation"),
+    ("Call a taxi to take me to the train station.", "taxi ride cab"),
+    ("What's the share price of Nintendo right now?", "stock share price market"),
+    ("How many euros do I get for 200 Swiss francs today?", "currency exchange"),
+    ("Turn off the lights in the living room.", "light lights lamp"),
+    ("Order a large margherita pizza for delivery.", "order delivery food pizza"),
+    ("Where is my parcel? The tracking number is 4471-22.", "parcel package tracking shipment"),
+    ("Give me driving directions to the nearest petrol station.", "directions route navigation map"),
+    ("What was the final score of yesterday's rugby game?", "sports score rugby"),
+    ("Add milk and bread to my shopping list.", "shopping grocery todo"),
+    ("Remind me to water the plants on Sunday.", "reminder"),
+    ("Put a dentist appointment in my calendar for Tuesday at 3.", "calendar appointment event"),
+    ("Search the web for the opening hours of the city library.", "web internet browser"),
+    ("Read me today's top news headlines.", "news headline"),
+    ("Check my bank balance, please.", "bank account balance"),
+    ("Pay the electricity bill that is due this week.", "payment bill pay"),
+    ("Buy two tickets for the jazz concert on Saturday.", "ticket concert event"),
+    ("Translate my last email into German and send it back.", "translate translation email"),
+    ("Download the latest version of the photo editor.", "download install software"),
+    ("Back up the files on my laptop to the cloud.", "backup file storage cloud"),
+    ("Lock the front door.", "lock door"),
+    ("Set the thermostat to 21 degrees.", "thermostat heating"),
+    ("Find a dog walker near me for next week.", "pet dog walker service provider"),
+    ("How long will the number 12 bus take to get here?", "bus transit transport schedule"),
+    ("Is the pharmacy on Elm Street open right now?", "opening hours store place"),
+    ("Cancel my gym membership.", "membership subscription cancel"),
+    ("Rent a car at Lyon airport for three days.", "car rental"),
+    ("Check whether my train to Leeds is delayed.", "train rail transport"),
+    ("Share my location with Sam for the next hour.", "gps sharing"),
+    ("Post a photo of my lunch to my social media.", "social photo"),
+    ("Record a voice memo that says 'buy stamps'.", "voice memo record note"),
+    ("Log 30 minutes of running in my fitness tracker.", "fitness workout health tracker"),
+)
+
+
+def task_messages(tools: list[dict] | None = None) -> list[list[dict]]:
+    """The tool-sounding requests that none of `tools` serves (by the topic words: a request
+    whose topic any tool's name or description mentions is left out), one-turn conversations."""
+    text = " ".join(f"{t.get('name', '')} {t.get('description', '')}" for t in tools or []).lower()
+    words = set(re.findall(r"[a-z]+", text.replace("_", " ")))
+    return [[{"role": "user", "content": q}] for q, topics in TASKS if not words & set(topics.split())]
 
 
 def everyday_messages() -> list[list[dict]]:

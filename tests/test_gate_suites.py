@@ -325,13 +325,30 @@ def _gate_prompts() -> list[str]:
     return out
 
 
+def _bfcl_irrelevance(home=None) -> list[str]:
+    """The restraint suite's BFCL requests where the home has fetched them (the package comes
+    from PyPI at run time; without it the written items are checked, and the BFCL ones were
+    checked where they were at hand, benchmarks/results/README.md)."""
+    import json
+
+    from memory.home import resolve_home
+    from skills.probes.fetched import bfcl_irrelevance_sets
+
+    try:
+        paths = bfcl_irrelevance_sets(resolve_home(home), fetch=False)
+    except Exception:  # noqa: BLE001 — not fetched here: nothing to add
+        return []
+    return [json.loads(line)["question"] for p in paths.values() for line in p.read_text().splitlines() if line]
+
+
 def test_retention_prompts_are_disjoint_from_everything_the_gate_scores():
     from skills import retention
 
-    train = [m[-1]["content"] for m in retention.everyday_messages()]
-    assert train, "no retention prompts"
+    train = [m[-1]["content"] for m in retention.everyday_messages() + retention.task_messages()]
+    assert len(train) == len(retention.EVERYDAY) + len(retention.TASKS)
+    gate = _gate_prompts() + _bfcl_irrelevance()
     for t in train:
-        for g in _gate_prompts():
+        for g in gate:
             assert normalize(t) != normalize(g), f"retention prompt {t!r} is a gate item"
             a, b = _content(t), _content(g)
             overlap = len(a & b) / max(1, len(a | b))

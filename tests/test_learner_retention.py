@@ -451,7 +451,7 @@ def test_demo_tools_served_offers_every_demonstration_the_agents_full_tool_list(
     assert [e.completion_text for e in wide] == [e.completion_text for e in own]  # only the prompt changes
 
 
-def test_retention_without_prefix_gradient_matches_a_float64_reference(tiny_model, tiny_tokenizer):
+def test_retention_without_prefix_gradient_matches_a_float64_reference(tiny_model, tiny_tokenizer, monkeypatch):
     """retention_prefix_grad=False: the same loss, and the gradient of running every row alone on
     a copy of the shared prefix's keys/values computed without a graph; it differs from the
     exact gradient (the part through the prefix is what is dropped)."""
@@ -476,7 +476,17 @@ def test_retention_without_prefix_gradient_matches_a_float64_reference(tiny_mode
                          prefix_grad=prefix_grad)
         return got["loss"], {n: p.grad.clone() for n, p in pm.named_parameters() if p.requires_grad}
 
+    import agent.decode
+    import learner.batch
+
+    calls = []
+    real = learner.batch.prefill
+    for module in (learner.batch, agent.decode):  # the training passes' prefills and the sampler's
+        monkeypatch.setattr(module, "prefill", lambda m, ids, cache=None: calls.append(len(ids)) or real(m, ids, cache))
     loss, ours = step(False)
+    # the served prefix is run twice, not three times: by the teacher, and by the rollouts, whose
+    # keys/values the student's pass then reads (no gradient goes through them)
+    assert calls == [K, K]
     exact_loss, exact = step(True)
     assert loss == pytest.approx(exact_loss, rel=1e-9)
 
@@ -501,3 +511,39 @@ def test_retention_without_prefix_gradient_matches_a_float64_reference(tiny_mode
             torch.testing.assert_close(ours[n], p.grad, rtol=1e-6, atol=1e-9)
     differs = max(((ours[n] - exact[n]).abs().max() / exact[n].abs().max()).item() for n in ours)
     assert differs > 1e-3
+
+
+def test_tool_sounding_requests_leave_out_what_an_installed_tool_serves():
+    from skills.retention import TASKS, task_messages
+
+    every = [m[0]["content"] for m in task_messages()]
+    assert len(every) == len(TASKS) and len(set(every)) == len(TASKS)
+    weather = {"name": "get_weather", "description": "Current conditions for a city."}
+    alarm = {"name": "clock_set", "description": "Set an alarm at a given time."}
+    kept = [m[0]["content"] for m in task_messages([weather, alarm, TOOL])]
+    gone = set(every) - set(kept)
+    assert gone == {q for q, topics in TASKS if {"weather", "alarm"} & set(topics.split())}
+    assert len(gone) >= 3 and "Set an alarm for 6:30 tomorrow morning." in gone
+    assert "Start a ten-minute timer for the pasta." in kept  # a timer is not an alarm here
+
+
+def test_task_share_fills_the_pool_with_tool_sounding_requests_asked_with_the_served_tools(home, tiny_tokenizer):
+    from memory.store import Memory
+
+    cfg = LearnConfig(retention="kl", retention_prompts=16, retention_demo_share=0.25, retention_task_share=0.5)
+    with Memory(home) as mem:
+        served, _, _, learning = _two_skills(mem)
+        pool = pool_from_memory(mem, cfg, learning)
+        plain = pool_from_memory(mem, replace(cfg, retention_task_share=0.0), learning)
+    kinds = [p.source.split(":")[0] for p in pool]
+    assert (kinds.count("demo"), kinds.count("task+tools"), kinds.count("everyday+tools")) == (4, 6, 6)
+    tasks = [p for p in pool if p.source == "task+tools"]
+    assert all(p.tools == served for p in tasks)
+    from skills.retention import TASKS
+
+    assert {p.messages[0]["content"] for p in tasks} <= {q for q, _ in TASKS}
+    assert "task+tools" not in [p.source for p in plain] and len(plain) == 16
+    # taught like everyday prompts: by the base when it teaches
+    assert [e.teacher for e in encode_pool(tasks, PromptFormat(tiny_tokenizer))] == ["origin"] * 6
+    with pytest.raises(ValueError, match="retention_task_share must be in"):
+        LearnConfig(retention_task_share=1.5)
