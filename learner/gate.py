@@ -323,7 +323,12 @@ def decoding_settings(config: GateConfig) -> dict:
         from skills.generation import DECODING  # the decoding path records its own settings
     except ImportError:
         DECODING = {"greedy": True}
-    return {**DECODING, "batch_size": config.batch_size}
+    from agent.decode import default_constrain
+
+    # tool calls are constrained unless switched off for the run (SDFT_AGENT_CONSTRAIN=0): only
+    # the exception is written, so the keys of results cached under the default stay valid
+    free = {} if default_constrain() else {"tool_calls": "free"}
+    return {**DECODING, "batch_size": config.batch_size, **free}
 
 
 def run_gate(

@@ -353,3 +353,36 @@ def test_retention_prompts_are_disjoint_from_everything_the_gate_scores():
             a, b = _content(t), _content(g)
             overlap = len(a & b) / max(1, len(a | b))
             assert overlap < 0.5, f"retention prompt {t!r} is too close to gate item {g!r} ({overlap:.2f})"
+
+
+def test_restraint_decodes_as_the_agent_serves_so_a_call_names_an_offered_tool(tiny_model, tiny_tokenizer):
+    """A model that opens a call naming a tool nobody offered ("Mineschema", seen for a unit
+    conversion on a six-night candidate): free decoding writes it and fails the cross-skill
+    case on it; served decoding (tool calls constrained to the schemas) can only name an offered
+    tool, so the case is judged on the call the agent would really make."""
+    from agent.prompt import PromptFormat
+
+    invented = '<tool_call>\n{"name": "Mineschema", "arguments": {"value": 5}}\n</tool_call>'
+    model = _scripted(tiny_model, tiny_tokenizer, invented)
+    free = _restraint().run(model, tiny_tokenizer, constrain=False)
+    assert free.cases[-1]["reason"] == "called Mineschema (not a units tool)" and "decoding: free" in free.notes
+    served = _restraint().run(model, tiny_tokenizer)  # the default: constrained, as served
+    assert served.constrained is True and "decoding: constrained" in served.notes
+    fmt = PromptFormat(tiny_tokenizer)
+    parsed = [fmt.parse(case["answer"], TOOLS) for case in served.cases]  # cut by the budget: named all the same
+    names = [c["name"] for p in parsed for c in p.calls] + [c.name for p in parsed for c in p.invalid if c.name]
+    assert len(names) == len(served.cases) and set(names) <= {t["name"] for t in TOOLS}
+    assert all(case["score"] == 0.0 for case in served.cases[:5])  # it still called: still a failure
+
+
+def test_free_tool_calls_are_part_of_the_cache_key(monkeypatch):
+    """A gate run with constraining switched off (SDFT_AGENT_CONSTRAIN=0) must not read results
+    cached under the served, constrained decoding; the default's keys are unchanged."""
+    from learner.gate import decoding_settings
+
+    served = decoding_settings(GateConfig())
+    assert "tool_calls" not in served
+    monkeypatch.setenv("SDFT_AGENT_CONSTRAIN", "0")
+    free = decoding_settings(GateConfig())
+    assert free == {**served, "tool_calls": "free"}
+    assert fingerprint(_restraint(), free) != fingerprint(_restraint(), served)

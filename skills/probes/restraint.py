@@ -47,7 +47,10 @@ class RestraintProbe:
     # 1: a call cut off by the answer budget still counts by the name it opened with (the parser
     # names an unterminated block's tool; measured: a candidate calling Movies_1_FindMovies for
     # date questions passed as "no foreign tool")
-    scoring_version = 1
+    # 2: decoded as the agent serves, tool calls constrained to the offered schemas (before: free,
+    # so a cross-skill request failed on invented names such as "2030-09-09" or "Mineschema" that
+    # the served agent cannot write; 18 of the 24 such failures of a six-night candidate)
+    scoring_version = 2
 
     def __init__(self, name: str, requests: list[dict], tools: list[dict], *,
                  cross: list[dict] | None = None, owner: dict[str, str] | None = None,
@@ -63,18 +66,25 @@ class RestraintProbe:
                 [[c["id"], c["skill"], c["messages"]] for c in self.cross], sorted(self.owner.items())]
 
     def run(self, model, tokenizer, *, batch_size: int = 8, model_name: str | None = None,
-            generations=None, **_) -> SuiteResult:
-        from skills.probes.generated import greedy_texts
+            constrain: bool | None = None, **_) -> SuiteResult:
+        """Greedy, with tool calls decoded as the agent serves them: constrained to the offered
+        schemas (tool_choice auto: the model still decides whether to call) unless `constrain`
+        is False (None: agent.decode.default_constrain())."""
+        from agent.decode import default_constrain
+        from skills.generation import generate_texts
 
         t0 = time.perf_counter()
         fmt = PromptFormat(tokenizer)
         prompts = [fmt.encode([{"role": "user", "content": r["question"]}], self.tools) for r in self.requests]
         prompts += [fmt.encode(c["messages"], self.tools) for c in self.cross]
-        texts = greedy_texts(model, fmt, prompts, self.max_new_tokens, batch_size, generations)
-        return self.score(texts, fmt, model_name=model_name, wall_s=time.perf_counter() - t0)
+        constrained = default_constrain() if constrain is None else bool(constrain)
+        texts = generate_texts(model, fmt, prompts, max_new_tokens=self.max_new_tokens, batch_size=batch_size,
+                               tools=self.tools, constrain=constrained)
+        return self.score(texts, fmt, model_name=model_name, wall_s=time.perf_counter() - t0,
+                          constrained=constrained)
 
     def score(self, texts: list[str], fmt: PromptFormat, *, model_name: str | None = None,
-              wall_s: float = 0.0) -> SuiteResult:
+              wall_s: float = 0.0, constrained: bool | None = None) -> SuiteResult:
         cases = []
         n = len(self.requests)
         for row, text in zip(self.requests, texts[:n], strict=True):
@@ -97,7 +107,10 @@ class RestraintProbe:
                           else "no foreign tool"})
         notes = [f"{len(self.tools)} tool(s) offered; {n} request(s) needing none; "
                  f"{len(self.cross)} skill request(s) checked for foreign calls"]
-        return SuiteResult(name=self.name, kind=KIND, cases=cases, model=model_name, wall_s=wall_s, notes=notes)
+        if constrained is not None:
+            notes.append(f"decoding: {'constrained' if constrained else 'free'}")
+        return SuiteResult(name=self.name, kind=KIND, cases=cases, model=model_name, wall_s=wall_s, notes=notes,
+                           constrained=constrained)
 
 
 def restraint_probe(memory, irrelevant: list[dict], *, per_skill: int = 4, name: str = "tool_restraint",
