@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--home", required=True)
     ap.add_argument("--versions", required=True, help="comma-separated versions (or base)")
     ap.add_argument("--gate-set", action="append", default=[], metavar="FIELD=VALUE", help="GateConfig field")
+    ap.add_argument("--decoding", choices=["both", "constrained", "free"], default="both")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     config = GateConfig(**parse_settings(args.gate_set, config=GateConfig, what="gate"))
@@ -44,7 +45,7 @@ def main() -> None:
     rows = []
     for version in args.versions.split(","):
         model, tok = _load(store, version)
-        for constrain in (False, True):
+        for constrain in {"both": (False, True), "constrained": (True,), "free": (False,)}[args.decoding]:
             t = time.perf_counter()
             r = probe.run(model, tok, batch_size=config.batch_size, model_name=version, constrain=constrain)
             kinds = {"needs none": [c for c in r.cases if c["id"].startswith("r")],
