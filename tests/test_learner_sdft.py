@@ -65,7 +65,7 @@ def _randomise_student(pm, scale=0.5, seed=0):
 
 
 def _fixed_rollouts(obj, completions):
-    obj.rollouts = lambda batch, generator: (completions, [False] * len(completions))
+    obj.rollouts = lambda batch, generator, prefixes=None: (completions, [False] * len(completions))
 
 
 def _logits(model, ids):
