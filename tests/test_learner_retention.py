@@ -48,6 +48,15 @@ def _randomise(pm, scale=0.3, seed=1):
                 p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * scale)
 
 
+def _student(model, tokenizer, **settings):
+    """The retention tests' student: `model` (float64) with a randomised adapter, the retention
+    config (kl, chunk 3, `settings` on top), the prompt format and the pad id."""
+    cfg = LearnConfig(method="sft", retention="kl", chunk_size=3, **settings)
+    pm = attach_lora(model, cfg)
+    _randomise(pm)
+    return pm, cfg, PromptFormat(tokenizer), tokenizer.pad_token_id
+
+
 def test_pool_mixes_plain_tool_offering_and_earlier_demonstration_prompts():
     earlier = [RetentionPrompt([{"role": "user", "content": f"old {i}"}], [TOOL], "demo:old") for i in range(10)]
     cfg = LearnConfig(retention_prompts=12, retention_demo_share=0.25, retention_tools_share=0.5)
@@ -124,13 +133,8 @@ def _reference_kl(pm, batch, fmt, pad, cfg, max_new_tokens, origin=None) -> torc
 
 @pytest.mark.parametrize(("beta", "share"), [(1.0, False), (0.25, False), (1.0, True)])
 def test_retention_gradient_matches_a_float64_reference(tiny_model, tiny_tokenizer, beta, share):
-    model = tiny_model.double()
-    fmt = PromptFormat(tiny_tokenizer)
-    cfg = LearnConfig(method="sft", retention="kl", retention_beta=beta, retention_max_new_tokens=7, chunk_size=3,
-                      share_prompt_prefix=share)
-    pm = attach_lora(model, cfg)
-    _randomise(pm)
-    pad = tiny_tokenizer.pad_token_id
+    pm, cfg, fmt, pad = _student(tiny_model.double(), tiny_tokenizer, retention_beta=beta, retention_max_new_tokens=7,
+                                 share_prompt_prefix=share)
     objective = retention_objective(pm, cfg, {fmt.end_of_turn_id}, pad)
     batch = encode_pool(_pool(4, tools_share=1.0), fmt)  # all with tools: a long shared prefix
     gen = torch.Generator().manual_seed(3)
@@ -346,12 +350,8 @@ def test_base_teacher_teaches_everyday_rows_and_the_champion_earlier_demonstrati
             if "embed" not in name and "lm_head" not in name:
                 p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.05)
     origin.requires_grad_(False)
-    fmt = PromptFormat(tiny_tokenizer)
-    cfg = LearnConfig(method="sft", retention="kl", retention_teacher="base", retention_max_new_tokens=6,
-                      chunk_size=3, share_prompt_prefix=True)
-    pm = attach_lora(model, cfg)
-    _randomise(pm)
-    pad = tiny_tokenizer.pad_token_id
+    pm, cfg, fmt, pad = _student(model, tiny_tokenizer, retention_teacher="base", retention_max_new_tokens=6,
+                                 share_prompt_prefix=True)
     earlier = [RetentionPrompt(d["messages"], [TOOL], "demo:u") for d in DEMOS[:2]]
     pool = [RetentionPrompt(m, [TOOL], "everyday+tools") for m in everyday_messages()[:3]] + earlier
     batch = encode_pool(pool, fmt)
@@ -405,12 +405,8 @@ def test_the_teachers_prefix_is_run_once_per_run_and_changes_nothing(tiny_model,
     loss and gradient are bit-equal to the same step with nothing kept."""
     model = tiny_model.double()
     origin = copy.deepcopy(model).requires_grad_(False) if teacher == "base" else None
-    fmt = PromptFormat(tiny_tokenizer)
-    cfg = LearnConfig(method="sft", retention="kl", retention_teacher=teacher, retention_max_new_tokens=5,
-                      chunk_size=3, share_prompt_prefix=True)
-    pm = attach_lora(model, cfg)
-    _randomise(pm)
-    pad = tiny_tokenizer.pad_token_id
+    pm, cfg, fmt, pad = _student(model, tiny_tokenizer, retention_teacher=teacher, retention_max_new_tokens=5,
+                                 share_prompt_prefix=True)
     batch = encode_pool([RetentionPrompt(m, [TOOL], "everyday+tools") for m in everyday_messages()[:3]]
                         + [RetentionPrompt(d["messages"], [TOOL], "demo:u") for d in DEMOS[:2]], fmt)
 
@@ -457,13 +453,8 @@ def test_retention_without_prefix_gradient_matches_a_float64_reference(tiny_mode
     exact gradient (the part through the prefix is what is dropped)."""
     from agent.decode import cache_kwarg, prefill, shared_prefix_len
 
-    model = tiny_model.double()
-    fmt = PromptFormat(tiny_tokenizer)
-    cfg = LearnConfig(method="sft", retention="kl", retention_prefix_grad=False, retention_max_new_tokens=6,
-                      chunk_size=3, share_prompt_prefix=True)
-    pm = attach_lora(model, cfg)
-    _randomise(pm)
-    pad = tiny_tokenizer.pad_token_id
+    pm, cfg, fmt, pad = _student(tiny_model.double(), tiny_tokenizer, retention_prefix_grad=False,
+                                 retention_max_new_tokens=6, share_prompt_prefix=True)
     batch = encode_pool(_pool(4, tools_share=1.0), fmt)
     prompts = [e.prompt_ids for e in batch]
     K = shared_prefix_len(prompts)
