@@ -49,7 +49,7 @@ class RestraintProbe:
     # date questions passed as "no foreign tool")
     # 2: decoded as the agent serves, tool calls constrained to the offered schemas (before: free,
     # so a cross-skill request failed on invented names such as "2030-09-09" or "Mineschema" that
-    # the served agent cannot write; 18 of the 24 such failures of a six-night candidate)
+    # the served agent cannot write: 16 of a night-6 candidate's 18 cross-skill failures)
     scoring_version = 2
 
     def __init__(self, name: str, requests: list[dict], tools: list[dict], *,
