@@ -12,7 +12,7 @@ and reasons) and the run's metrics (steps, held-out and train losses, why this m
         --arm kl:retention=kl --out benchmarks/results/continual2
 
 An arm is NAME or NAME:FIELD=VALUE,FIELD=VALUE (LearnConfig fields over the shipped defaults;
-`replay=N` is learn_now's rehearsal of N earlier demonstrations). Writes <out>/nightly.json after
+`replay=N` rehearses N earlier demonstrations). Writes <out>/nightly.json after
 every night, and at the end <out>/nightly.md (tables) and <out>/nightly.png.
 """
 
@@ -64,10 +64,10 @@ def load_skill(spec: str, eval_n: int, train_n: int, seed: int) -> SkillPack:
     return pack
 
 
-def split_replay(text: str) -> tuple[str, int]:
-    parts = [p for p in text.split(",") if p and not p.startswith("replay_n=")]
-    n = [int(p.split("=")[1]) for p in text.split(",") if p.startswith("replay_n=")]
-    return ",".join(parts), (n[0] if n else 0)
+def split_replay(text: str) -> str:
+    """Arms written before replay was a LearnConfig field said `replay_n=N`: read it as `replay=N`."""
+    return ",".join("replay=" + p.split("=", 1)[1] if p.startswith("replay_n=") else p
+                    for p in text.split(",") if p)
 
 
 def night_record(home: Path, result) -> dict:
@@ -211,7 +211,7 @@ def main() -> None:
     t_all = time.perf_counter()
     for text in args.arm:
         name, _, rest = text.partition(":")
-        rest, replay = split_replay(rest)
+        rest = split_replay(rest)
         settings = parse_settings([p for p in rest.split(",") if p]) if rest else {}
         cfg = shipped_config(**settings)
         home = Path(args.work) / name
@@ -224,14 +224,14 @@ def main() -> None:
         shared = Path(args.work) / "_base_gate_cache"
         if shared.is_dir():
             shutil.copytree(shared, home / "cache" / "gate" / "base", dirs_exist_ok=True)
-        arm = {"settings": text.partition(":")[2], "config": cfg.to_dict(), "replay": replay, "nights": []}
+        arm = {"settings": text.partition(":")[2], "config": cfg.to_dict(), "replay": cfg.replay, "nights": []}
         result["arms"][name] = arm
         for pack in packs:
             with Memory(home) as memory:
                 install_pack(memory, pack)
             t = time.perf_counter()
             log(f"{name}: night {pack.name} ({len(pack.demonstrations)} demonstrations, {len(pack.eval)} cases)")
-            r = learn_now(home, cfg, skill=pack.name, replay=replay, gate_config=gate, log=log)
+            r = learn_now(home, cfg, skill=pack.name, gate_config=gate, log=log)
             night = night_record(home, r)
             night["wall_s"] = time.perf_counter() - t
             if (home / "cache" / "gate" / "base").is_dir():

@@ -36,17 +36,19 @@ def main() -> None:
     ap.add_argument("--skill", required=True)
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="LearnConfig field")
     ap.add_argument("--gate-set", action="append", default=[], metavar="FIELD=VALUE", help="GateConfig field")
-    ap.add_argument("--replay", type=int, default=0, help="also rehearse N earlier demonstrations (learn_now's replay)")
+    ap.add_argument("--replay", type=int, default=None, help="also rehearse N earlier demonstrations (LearnConfig.replay)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     cfg = shipped_config(**parse_settings(args.set))
+    if args.replay is not None:
+        cfg = dataclasses.replace(cfg, replay=args.replay)
     gate = GateConfig(**parse_settings(args.gate_set, config=GateConfig, what="gate"))
     with Memory(args.home) as memory:
         ids = [d["id"] for d in memory.demonstrations(args.skill)]
     if not ids:
         raise SystemExit(f"{args.home}: skill {args.skill!r} has no demonstrations")
     t = time.perf_counter()
-    out = learn_candidate(args.home, cfg, skill=args.skill, demonstration_ids=ids, progress=False, replay=args.replay)
+    out = learn_candidate(args.home, cfg, skill=args.skill, demonstration_ids=ids, progress=False)
     train_s = time.perf_counter() - t
     t = time.perf_counter()
     g = run_gate(args.home, out.candidate, skill=args.skill, config=gate, promote=False,

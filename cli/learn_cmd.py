@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 
 from cli.common import EXIT_BUSY, HomeOption, console, err_console, friendly_errors
-from learner.config import SHIPPED, parse_settings
-from learner.config import LearnConfig as _C  # defaults come from the one config dataclass
+from learner.config import parse_settings, shipped_config
+
+_C = shipped_config()  # defaults: the config the product ships (learner.config.SHIPPED)
 
 # the settings `learn` has its own option for; `--set` refuses them
 OWN_OPTIONS = ("method", "max_steps", "epochs", "lr", "teacher", "divergence", "batch_size", "grad_accum",
@@ -18,11 +19,11 @@ OWN_OPTIONS = ("method", "max_steps", "epochs", "lr", "teacher", "divergence", "
 
 @friendly_errors
 def learn(
-    method: Annotated[str, typer.Option(help="sft (the shipped default, chosen by measurement: see the README) or sdft (self-distillation).")] = SHIPPED["method"],
+    method: Annotated[str, typer.Option(help="sft (the shipped default, chosen by measurement: see the README) or sdft (self-distillation).")] = _C.method,
     skill: Annotated[str | None, typer.Option(help="Learn only this skill's demonstrations (default: all new ones).")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (overrides --epochs).")] = None,
     epochs: Annotated[int, typer.Option(help="Passes over the demonstrations.")] = _C.epochs,
-    lr: Annotated[float, typer.Option(help="Learning rate (AdamW, cosine schedule with warmup).")] = SHIPPED["lr"],
+    lr: Annotated[float, typer.Option(help="Learning rate (AdamW, cosine schedule with warmup).")] = _C.lr,
     teacher: Annotated[str, typer.Option(help="SDFT teacher: ema (EMA of the student), base (adapter off) or live.")] = _C.teacher,
     divergence: Annotated[str, typer.Option(help="SDFT loss: forward KL(teacher‖student), reverse, or jsd.")] = _C.divergence,
     batch_size: Annotated[int, typer.Option(help="Prompts per micro-batch.")] = _C.batch_size,
@@ -33,7 +34,7 @@ def learn(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be learned and the plan; train and write nothing.")] = False,
     now: Annotated[bool, typer.Option("--now", help="Run one whole learning run: lease, train in a child process, merge, retention gate, promote or block.")] = False,
     min_new: Annotated[int, typer.Option(help="With --now: skip (recorded) when fewer new demonstrations than this.")] = 1,
-    replay: Annotated[int, typer.Option(help="With --now: also rehearse this many already-learned demonstrations.")] = 0,
+    replay: Annotated[int, typer.Option(help="Also rehearse this many already-learned demonstrations (a seeded sample, any skill).")] = _C.replay,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", metavar="FIELD=VALUE",
         help="Any other learning setting (learner/config.py), e.g. --set teacher_template=previous_turn "
@@ -56,13 +57,13 @@ def learn(
 
     if now and dry_run:
         raise ValueError("--now and --dry-run exclude each other")
-    cfg = _C(method=method, max_steps=max_steps, epochs=epochs, lr=lr, teacher=teacher,
+    cfg = shipped_config(method=method, max_steps=max_steps, epochs=epochs, lr=lr, teacher=teacher,
                       divergence=divergence, batch_size=batch_size, grad_accum=grad_accum,
-                      max_new_tokens=max_new_tokens, seed=seed, **parse_settings(set_ or [], OWN_OPTIONS))
+                      max_new_tokens=max_new_tokens, seed=seed, replay=replay, **parse_settings(set_ or [], OWN_OPTIONS))
     if now:
         from learner.run import learn_now
 
-        result = learn_now(home, cfg, skill=skill, min_new=min_new, replay=replay, log=console.print)
+        result = learn_now(home, cfg, skill=skill, min_new=min_new, log=console.print)
         if result.status == "busy":  # a cron job must be able to tell that nothing ran
             err_console.print(f"[bold yellow]busy:[/] {result.reasons[0]}; nothing was learned")
             raise typer.Exit(EXIT_BUSY)

@@ -101,6 +101,10 @@ class LearnConfig:
     # = every installed tool, as the agent serves them (Memory.served_tools), so the new call is
     # learned in the same system prompt the retention prompts teach restraint in
     demo_tools: str = "own"  # own | served
+    # already-learned demonstrations (any skill, a seeded sample) trained beside the new ones, so a
+    # run rehearses the earlier tools in the same prompt as the new one: with demo_tools=served this
+    # is what taught the right tool among thirteen (night 6, cross-skill restraint 9 → 18 of 24)
+    replay: int = 0
 
     # ---- no memorising (both methods; learner.early_stop) ----------------------------------
     holdout_fraction: float = 0.0  # share of the new demonstrations held out (never trained on)
@@ -153,6 +157,7 @@ class LearnConfig:
             (self.retention_teacher == "champion" or self.retention == "kl",
              "retention_teacher=base needs retention=kl (self-replay imitates the champion's own answers)"),
             (self.demo_tools in DEMO_TOOLS, f"demo_tools must be one of {', '.join(DEMO_TOOLS)}"),
+            (self.replay >= 0, "replay must be 0 (no rehearsal) or more"),
             (0.0 <= self.holdout_fraction < 1.0, "holdout_fraction must be in [0, 1)"),
             (self.eval_every >= 1 and self.patience >= 1, "eval_every and patience must be at least 1"),
             (self.competence_n >= 1, "competence_n must be at least 1"),

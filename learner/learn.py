@@ -77,7 +77,6 @@ def learn_candidate(
     progress: bool = True,
     accelerator: Accelerator | None = None,
     run_id: int | None = None,
-    replay: int = 0,
     demonstration_ids: list[int] | None = None,
 ) -> LearnOutcome:
     """Train on the unlearned demonstrations (of `skill`, or all) starting from `version` (the
@@ -86,20 +85,32 @@ def learn_candidate(
     With `dry_run`, build the examples and the plan and stop: nothing is trained or written.
     Returns an outcome with no demonstrations when there is nothing new to learn.
     `run_id`: record on this existing run (learner.run owns its status; it is left 'running'
-    with the candidate set) instead of starting and finishing one here. `replay`: also train on
-    a seeded sample of this many already-learned demonstrations (of any skill), so a run
-    rehearses older skills; only the new ones are marked used. `demonstration_ids`: train on
+    with the candidate set) instead of starting and finishing one here. `cfg.replay`: also train
+    on a seeded sample of this many already-learned demonstrations (of any skill, never one of
+    this run's own), so a run rehearses older skills; only the new ones are marked used.
+    `demonstration_ids`: train on
     exactly these (learner.run hands over what it selected, so what arrives meanwhile is not
     part of the run) instead of selecting the unlearned ones here.
     """
     cfg = cfg or shipped_config()
     with Memory(home) as memory:
         return _learn(memory, ModelStore(home, quiet=True), cfg, skill, version, limit, dry_run,
-                      progress, accelerator, run_id, replay, demonstration_ids)
+                      progress, accelerator, run_id, demonstration_ids)
+
+
+def rehearsal(memory: Memory, cfg: LearnConfig, exclude: set[int]) -> list[dict]:
+    """`cfg.replay` already-learned demonstrations (a sample seeded by cfg.seed), none of `exclude`
+    (the run's own: a rerun of a blocked night must not count its new skill twice)."""
+    if not cfg.replay:
+        return []
+    import random
+
+    old = [d for d in memory.demonstrations() if d.get("used_in_runs") and d["id"] not in exclude]
+    return random.Random(cfg.seed).sample(old, min(cfg.replay, len(old)))
 
 
 def _learn(memory, store, cfg, skill, version, limit, dry_run, progress, accelerator,
-           run_id=None, replay=0, demonstration_ids=None) -> LearnOutcome:
+           run_id=None, demonstration_ids=None) -> LearnOutcome:
     if demonstration_ids is None:
         demos = memory.unlearned_demonstrations(skill, limit)
     else:
@@ -108,11 +119,7 @@ def _learn(memory, store, cfg, skill, version, limit, dry_run, progress, acceler
     ids = [d["id"] for d in demos]
     if not demos:
         return LearnOutcome([], parent, dry_run=dry_run)
-    if replay:
-        import random
-
-        old = [d for d in memory.demonstrations() if d.get("used_in_runs")]
-        demos = demos + random.Random(cfg.seed).sample(old, min(replay, len(old)))
+    demos = demos + rehearsal(memory, cfg, set(ids))
 
     accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
     model, tokenizer = load(parent, store=store, device=str(accelerator.device))

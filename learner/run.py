@@ -95,14 +95,14 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _train_child(home, cfg_dict, skill, run_id, replay, demo_ids, parent_pid, conn) -> None:
+def _train_child(home, cfg_dict, skill, run_id, demo_ids, parent_pid, conn) -> None:
     _watch_parent(parent_pid)
     try:
         from learner.config import LearnConfig
         from learner.learn import learn_candidate
 
         out = learn_candidate(home, LearnConfig(**cfg_dict), skill=skill, run_id=run_id,
-                              replay=replay, progress=False, demonstration_ids=demo_ids)
+                              progress=False, demonstration_ids=demo_ids)
         conn.send({"ok": True, "candidate": out.candidate, "summary": out.summary})
     except BaseException as exc:  # report everything to the parent, which records it
         conn.send({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
@@ -110,12 +110,12 @@ def _train_child(home, cfg_dict, skill, run_id, replay, demo_ids, parent_pid, co
         conn.close()
 
 
-def train_in_child(home, cfg, skill, run_id, replay, demo_ids: list[int]) -> dict:
+def train_in_child(home, cfg, skill, run_id, demo_ids: list[int]) -> dict:
     """Train on exactly `demo_ids` (the parent's selection) in a fresh process."""
     ctx = mp.get_context("spawn")
     parent_end, child_end = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_train_child, name=f"learn-run-{run_id}",
-                       args=(str(home), cfg.to_dict(), skill, run_id, replay, list(demo_ids), os.getpid(),
+                       args=(str(home), cfg.to_dict(), skill, run_id, list(demo_ids), os.getpid(),
                              child_end))
     proc.start()
     child_end.close()
@@ -137,7 +137,6 @@ def learn_now(
     *,
     skill: str | None = None,
     min_new: int = 1,
-    replay: int = 0,
     gate_config=None,
     in_process: bool = False,
     log: Callable[[str], None] = lambda _: None,
@@ -166,7 +165,7 @@ def learn_now(
         lease.set_run(run_id)
         memory.update_run(run_id, phase="select", metrics={
             "process": {"pid": os.getpid(), "host": socket.gethostname()},
-            "new_demonstrations": len(new), "replay": replay})
+            "new_demonstrations": len(new), "replay": cfg.replay})
         if len(new) < min_new:
             why = (f"{len(new)} new demonstration(s)" + (f" of {skill}" if skill else "")
                    + f", fewer than the threshold of {min_new}")
@@ -181,11 +180,11 @@ def learn_now(
         if in_process:
             from learner.learn import learn_candidate
 
-            out = learn_candidate(home, cfg, skill=skill, run_id=run_id, replay=replay, progress=False,
+            out = learn_candidate(home, cfg, skill=skill, run_id=run_id, progress=False,
                                   demonstration_ids=ids)
             trained = {"ok": True, "candidate": out.candidate, "summary": out.summary}
         else:
-            trained = train_in_child(memory.home, cfg, skill, run_id, replay, ids)
+            trained = train_in_child(memory.home, cfg, skill, run_id, ids)
         timings["train_s"] = time.perf_counter() - t
         if not trained["ok"]:
             memory.finish_run(run_id, "failed", error=trained["error"], metrics={"timings": timings})

@@ -184,9 +184,9 @@ def test_every_lever_is_reachable_with_set():
     pairs = ["method=auto", "retention=kl", "retention_tool_sets=each", "retention_beta=0.5", "retention_batch=2", "retention_prompts=24",
              "retention_max_new_tokens=32", "holdout_fraction=0.2", "patience=3", "eval_every=1",
              "competence_threshold=0.4", "competence_n=4", "restore_best=false", "teacher=base", "skip_first=0",
-             "retention_prefix_grad=false", "demo_tools=served"]
+             "retention_prefix_grad=false", "demo_tools=served", "replay=20"]
     cfg = LearnConfig(**parse_settings(pairs))
-    assert cfg.retention_prefix_grad is False and cfg.demo_tools == "served"
+    assert cfg.retention_prefix_grad is False and cfg.demo_tools == "served" and cfg.replay == 20
     assert (cfg.method, cfg.retention, cfg.retention_beta, cfg.holdout_fraction, cfg.restore_best) == \
         ("auto", "kl", 0.5, 0.2, False)
     assert cfg.retention_tool_sets == "each"
@@ -445,6 +445,25 @@ def test_demo_tools_served_offers_every_demonstration_the_agents_full_tool_list(
     assert all(e.tools == units for e in own)
     assert all(e.tools == served for e in wide)  # the same list, in the order `chat` offers it
     assert [e.completion_text for e in wide] == [e.completion_text for e in own]  # only the prompt changes
+
+
+def test_replay_rehearses_a_seeded_sample_of_learned_demonstrations_never_the_runs_own(home):
+    from learner.learn import rehearsal
+    from memory.store import Memory
+
+    with Memory(home) as mem:
+        _two_skills(mem)
+        learned = {d["id"] for d in mem.demonstrations() if d.get("used_in_runs")}
+        assert len(learned) == 6
+        assert rehearsal(mem, LearnConfig(), set()) == []  # replay 0: nothing rehearsed
+        three = [d["id"] for d in rehearsal(mem, LearnConfig(replay=3, seed=1), set())]
+        assert len(set(three)) == 3 and set(three) <= learned
+        assert three == [d["id"] for d in rehearsal(mem, LearnConfig(replay=3, seed=1), set())]  # seeded
+        # a rerun's own demonstrations were used by the blocked run before it: never rehearsed twice
+        own = set(sorted(learned)[:4])
+        assert {d["id"] for d in rehearsal(mem, LearnConfig(replay=50), own)} == learned - own
+    with pytest.raises(ValueError, match=r"^replay must be 0"):
+        LearnConfig(replay=-1)
 
 
 def test_retention_without_prefix_gradient_matches_a_float64_reference(tiny_model, tiny_tokenizer, monkeypatch):
