@@ -14,6 +14,7 @@ from the base instead.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
