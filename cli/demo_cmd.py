@@ -77,7 +77,8 @@ def demo(
 
     method = method or SHIPPED["method"]
     cfg = shipped_config(method=method, max_steps=max_steps, max_new_tokens=48, seed=seed)
-    keep = f" + retention {cfg.retention.upper()} to the champion" if cfg.retention != "none" else ""
+    keep = (f" + retention {cfg.retention.upper()} to the {cfg.retention_teacher}" if cfg.retention != "none" else "") \
+        + (f", {cfg.replay} earlier demonstrations rehearsed" if cfg.replay else "")
     step(f"4. learning run: {method.upper()}{keep}, {max_steps} steps, then the retention gate")
     # Every default suite, at demo sizes (the nightly gate uses learner.gate.DEFAULT_LIMITS): the
     # first night evaluates both models uncached, and the demo must stay within minutes.

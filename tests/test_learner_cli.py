@@ -88,9 +88,13 @@ def test_set_reaches_the_config_and_bad_fields_are_named(tiny_home):
 def test_default_is_the_shipped_recipe(tiny_home):
     from learner.config import SHIPPED, LearnConfig, shipped_config
 
-    # The shipped recipe, pinned: SFT at lr 1e-3 with retention KL to the champion
+    # The shipped recipe, pinned: SFT at lr 1e-3 in the served prompt with 20 rehearsed
+    # demonstrations, retention KL (the base teaching everyday and tool-sounding requests)
     # (benchmarks/results/README.md); changing it should change these lines on purpose.
-    assert SHIPPED == {"method": "sft", "lr": 1e-3, "retention": "kl"}
+    assert SHIPPED == {"method": "sft", "lr": 1e-3, "retention": "kl", "demo_tools": "served", "replay": 20,
+                       "retention_teacher": "base", "retention_beta": 2.0, "retention_batch": 16,
+                       "retention_task_share": 0.5, "retention_demo_share": 0.0, "retention_prefix_grad": False}
+    assert shipped_config().replay == 20 and shipped_config(replay=0).replay == 0
     d = LearnConfig()
     assert (d.retention_batch, d.retention_prompts, d.retention_max_new_tokens, d.retention_tools_share,
             d.retention_beta) == (8, 64, 16, 1.0, 1.0)

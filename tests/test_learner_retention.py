@@ -433,7 +433,7 @@ def test_demo_tools_served_offers_every_demonstration_the_agents_full_tool_list(
     from learner.learn import demo_tools_for
     from memory.store import Memory
 
-    assert LearnConfig().demo_tools == "own" == shipped_config().demo_tools
+    assert LearnConfig().demo_tools == "own" and shipped_config().demo_tools == "served"
     with pytest.raises(ValueError, match=r"^demo_tools must be one of own, served$"):
         LearnConfig(demo_tools="all")
     fmt = PromptFormat(tiny_tokenizer)
