@@ -220,14 +220,16 @@ def parse_settings(pairs: list[str], own_options: tuple[str, ...] = (), config: 
 # demonstrations there, and distilling from the base on everyday and tool-sounding requests the
 # tools cannot serve kept the promoted model's restraint with thirteen tools at 77% (63% with
 # the champion as teacher and no rehearsal) at the same average accuracy (24 vs 25%), BWT +2.5
-# (−1.2) and no more training time; the gradient through the served prompt is left out of the
-# retention term (2.5× cheaper, same results in a night-6 comparison). SDFT stays one option
-# away (method="sdft").
+# (−1.2) and no more training time. That run left the gradient through the served prompt out of
+# the retention term (retention_prefix_grad=False, 2.5× cheaper); shipped with it (the exact
+# gradient), because without it the demo's champion answered "What is the capital of France?"
+# with a French loop where the base and this recipe with the gradient say "Paris". SDFT stays
+# one option away (method="sdft").
 SHIPPED = {
     "method": "sft", "lr": 1e-3, "retention": "kl",
     "demo_tools": "served", "replay": 20,
     "retention_teacher": "base", "retention_beta": 2.0, "retention_batch": 16,
-    "retention_task_share": 0.5, "retention_demo_share": 0.0, "retention_prefix_grad": False,
+    "retention_task_share": 0.5, "retention_demo_share": 0.0,
 }
 
 

@@ -93,7 +93,7 @@ def test_default_is_the_shipped_recipe(tiny_home):
     # (benchmarks/results/README.md); changing it should change these lines on purpose.
     assert SHIPPED == {"method": "sft", "lr": 1e-3, "retention": "kl", "demo_tools": "served", "replay": 20,
                        "retention_teacher": "base", "retention_beta": 2.0, "retention_batch": 16,
-                       "retention_task_share": 0.5, "retention_demo_share": 0.0, "retention_prefix_grad": False}
+                       "retention_task_share": 0.5, "retention_demo_share": 0.0}
     assert shipped_config().replay == 20 and shipped_config(replay=0).replay == 0
     d = LearnConfig()
     assert (d.retention_batch, d.retention_prompts, d.retention_max_new_tokens, d.retention_tools_share,
