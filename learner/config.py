@@ -223,7 +223,8 @@ def parse_settings(pairs: list[str], own_options: tuple[str, ...] = (), config: 
 # (−1.2) and no more training time. That run left the gradient through the served prompt out of
 # the retention term (retention_prefix_grad=False, 2.5× cheaper); shipped with it (the exact
 # gradient), because without it the demo's champion answered "What is the capital of France?"
-# with a French loop where the base and this recipe with the gradient say "Paris". SDFT stays
+# with a French loop where the base and this recipe with the gradient say "Paris" (seeds 0 and
+# 1 alike). SDFT stays
 # one option away (method="sdft").
 SHIPPED = {
     "method": "sft", "lr": 1e-3, "retention": "kl",
