@@ -14,7 +14,7 @@ _C = shipped_config()  # defaults: the config the product ships (learner.config.
 
 # the settings `learn` has its own option for; `--set` refuses them
 OWN_OPTIONS = ("method", "max_steps", "epochs", "lr", "teacher", "divergence", "batch_size", "grad_accum",
-               "max_new_tokens", "seed")
+               "max_new_tokens", "seed", "replay")
 
 
 @friendly_errors

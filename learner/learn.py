@@ -88,9 +88,8 @@ def learn_candidate(
     with the candidate set) instead of starting and finishing one here. `cfg.replay`: also train
     on a seeded sample of this many already-learned demonstrations (of any skill, never one of
     this run's own), so a run rehearses older skills; only the new ones are marked used.
-    `demonstration_ids`: train on
-    exactly these (learner.run hands over what it selected, so what arrives meanwhile is not
-    part of the run) instead of selecting the unlearned ones here.
+    `demonstration_ids`: train on exactly these (learner.run hands over what it selected, so what
+    arrives meanwhile is not part of the run) instead of selecting the unlearned ones here.
     """
     cfg = cfg or shipped_config()
     with Memory(home) as memory:

@@ -81,6 +81,8 @@ def test_set_reaches_the_config_and_bad_fields_are_named(tiny_home):
     assert result.exit_code == 1 and "expected FIELD=VALUE" in result.output
     result = runner.invoke(app, ["learn", "--dry-run", "--set", "lr=0.1", "--home", str(tiny_home)])
     assert result.exit_code == 1 and "use --lr instead" in result.output
+    result = runner.invoke(app, ["learn", "--dry-run", "--set", "replay=5", "--home", str(tiny_home)])
+    assert result.exit_code == 1 and "use --replay instead" in result.output
     result = runner.invoke(app, ["learn", "--dry-run", "--set", "skip_first=-1", "--home", str(tiny_home)])
     assert result.exit_code == 1 and "skip_first must be 0 or more" in result.output
 
