@@ -9,6 +9,7 @@ import typer
 
 from cli.common import EXIT_BUSY, HomeOption, console, err_console, friendly_errors
 from learner.config import parse_settings, shipped_config
+from memory.demonstrations import ATTEMPTS
 
 _C = shipped_config()  # defaults: the config the product ships (learner.config.SHIPPED)
 
@@ -34,7 +35,8 @@ def learn(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be learned and the plan; train and write nothing.")] = False,
     now: Annotated[bool, typer.Option("--now", help="Run one whole learning run: lease, train in a child process, merge, retention gate, promote or block.")] = False,
     min_new: Annotated[int, typer.Option(help="With --now: skip (recorded) when fewer new demonstrations than this.")] = 1,
-    replay: Annotated[int, typer.Option(help="Also rehearse this many already-learned demonstrations (a seeded sample, any skill).")] = _C.replay,
+    replay: Annotated[int, typer.Option(help="Also rehearse this many demonstrations earlier runs trained on (a seeded sample, any skill).")] = _C.replay,
+    attempts: Annotated[int, typer.Option(min=1, help="A demonstration is selected until this many runs that did not land (blocked by the gate, failed) have tried it.")] = ATTEMPTS,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", metavar="FIELD=VALUE",
         help="Any other learning setting (learner/config.py), e.g. --set teacher_template=previous_turn "
@@ -45,7 +47,8 @@ def learn(
 
     The candidate is left unpromoted: check it, then `sdft-agent models use vNNNN` makes it the
     champion. The run (config, per-step metrics, candidate) is recorded in memory.db and the
-    demonstrations are marked as used by it.
+    demonstrations are marked as used by it. Demonstrations of a run the gate blocked stay
+    selectable until --attempts such runs have tried them (the next night tries them again).
 
     With --now: the whole run the nightly scheduler does (one at a time across processes, the
     retention gate decides promotion, a report is written). Exit code 75 when another run holds
@@ -63,7 +66,7 @@ def learn(
     if now:
         from learner.run import learn_now
 
-        result = learn_now(home, cfg, skill=skill, min_new=min_new, log=console.print)
+        result = learn_now(home, cfg, skill=skill, min_new=min_new, attempts=attempts, log=console.print)
         if result.status == "busy":  # a cron job must be able to tell that nothing ran
             err_console.print(f"[bold yellow]busy:[/] {result.reasons[0]}; nothing was learned")
             raise typer.Exit(EXIT_BUSY)
@@ -75,7 +78,7 @@ def learn(
         if result.status == "failed":
             raise typer.Exit(1)
         return
-    out = learn_candidate(home, cfg, skill=skill, version=model, dry_run=dry_run)
+    out = learn_candidate(home, cfg, skill=skill, version=model, dry_run=dry_run, attempts=attempts)
     what = f"skill {skill!r}" if skill else "any skill"
     if not out.demonstrations:
         console.print(f"nothing to learn: no new demonstrations of {what} (parent {out.parent})")

@@ -25,6 +25,7 @@ from learner.lora import adapter_state, lora_config
 from learner.merge import save_candidate
 from learner.retention import pool_from_memory
 from learner.train import Plan, plan_steps, train
+from memory.demonstrations import ATTEMPTS
 from memory.models import ModelStore
 from memory.store import Memory
 
@@ -78,6 +79,7 @@ def learn_candidate(
     accelerator: Accelerator | None = None,
     run_id: int | None = None,
     demonstration_ids: list[int] | None = None,
+    attempts: int = ATTEMPTS,
 ) -> LearnOutcome:
     """Train on the unlearned demonstrations (of `skill`, or all) starting from `version` (the
     champion by default) and save the result as a new, unpromoted version.
@@ -90,16 +92,20 @@ def learn_candidate(
     this run's own), so a run rehearses older skills; only the new ones are marked used.
     `demonstration_ids`: train on exactly these (learner.run hands over what it selected, so what
     arrives meanwhile is not part of the run) instead of selecting the unlearned ones here.
+    `attempts`: a demonstration that this many blocked or failed runs have tried is not selected
+    (memory.demonstrations.UNLEARNED).
     """
     cfg = cfg or shipped_config()
     with Memory(home) as memory:
         return _learn(memory, ModelStore(home, quiet=True), cfg, skill, version, limit, dry_run,
-                      progress, accelerator, run_id, demonstration_ids)
+                      progress, accelerator, run_id, demonstration_ids, attempts)
 
 
 def rehearsal(memory: Memory, cfg: LearnConfig, exclude: set[int]) -> list[dict]:
-    """`cfg.replay` already-learned demonstrations (a sample seeded by cfg.seed), none of `exclude`
-    (the run's own: a rerun of a blocked night must not count its new skill twice)."""
+    """`cfg.replay` demonstrations earlier runs trained on (a sample seeded by cfg.seed), none of
+    `exclude` (the run's own: a demonstration tried again after a blocked run must not count
+    twice). A blocked run's demonstrations are among them, as in the six-night runs that chose
+    the recipe: rehearsal keeps at them while they wait for another try."""
     if not cfg.replay:
         return []
     import random
@@ -109,9 +115,9 @@ def rehearsal(memory: Memory, cfg: LearnConfig, exclude: set[int]) -> list[dict]
 
 
 def _learn(memory, store, cfg, skill, version, limit, dry_run, progress, accelerator,
-           run_id=None, demonstration_ids=None) -> LearnOutcome:
+           run_id=None, demonstration_ids=None, attempts=ATTEMPTS) -> LearnOutcome:
     if demonstration_ids is None:
-        demos = memory.unlearned_demonstrations(skill, limit)
+        demos = memory.unlearned_demonstrations(skill, limit, attempts)
     else:
         demos = memory.demonstrations(ids=list(demonstration_ids))
     parent = store.resolve(version).version

@@ -4,6 +4,9 @@
     the child) (+ replay) → train and merge in a child process → retention gate → promote or
     block → release
 
+A blocked run's demonstrations are not lost: the next run tries them again, until
+memory.demonstrations.ATTEMPTS runs that did not land have tried them (`attempts`).
+
 Every phase is recorded on the run's row with its duration. Training happens in a child process
 so the weights, optimizer state and allocator fragmentation of a run never stay in a long-lived
 daemon, and so a crash in training (out of memory, a killed child) is recorded by a parent that
@@ -22,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from memory.demonstrations import ATTEMPTS
 from memory.home import relative
 from memory.lease import LeaseHeld, acquire
 from memory.store import Memory
@@ -137,11 +141,14 @@ def learn_now(
     *,
     skill: str | None = None,
     min_new: int = 1,
+    attempts: int = ATTEMPTS,
     gate_config=None,
     in_process: bool = False,
     log: Callable[[str], None] = lambda _: None,
 ) -> RunResult:
-    """Run one learning run if there is enough to learn and no other run holds the lease."""
+    """Run one learning run if there is enough to learn and no other run holds the lease.
+    `attempts`: runs that did not land (blocked, failed) after which a demonstration is no longer
+    selected."""
     from learner.config import shipped_config
 
     cfg = cfg or shipped_config()
@@ -159,13 +166,14 @@ def learn_now(
             log(f"marked interrupted run(s) {', '.join(map(str, recovered))} as failed")
         # Selected once, here: the child trains on exactly these and the gate judges their skill;
         # a demonstration that arrives meanwhile waits for the next run.
-        new = memory.unlearned_demonstrations(skill)
+        new = memory.unlearned_demonstrations(skill, attempts=attempts)
         ids = [d["id"] for d in new]
+        again = sum(bool(d.get("used_in_runs")) for d in new)
         run_id = memory.start_run(cfg.method, cfg.to_dict(), skill=skill, demonstration_ids=ids)
         lease.set_run(run_id)
         memory.update_run(run_id, phase="select", metrics={
             "process": {"pid": os.getpid(), "host": socket.gethostname()},
-            "new_demonstrations": len(new), "replay": cfg.replay})
+            "new_demonstrations": len(new), "tried_again": again, "replay": cfg.replay})
         if len(new) < min_new:
             why = (f"{len(new)} new demonstration(s)" + (f" of {skill}" if skill else "")
                    + f", fewer than the threshold of {min_new}")
@@ -175,7 +183,8 @@ def learn_now(
 
         t = time.perf_counter()
         memory.update_run(run_id, phase="train")
-        log(f"run {run_id}: {cfg.method} on {len(new)} new demonstration(s)…")
+        log(f"run {run_id}: {cfg.method} on {len(new)} new demonstration(s)"
+            + (f" ({again} tried again after a run that did not land)" if again else "") + "…")
         trained: dict[str, Any]
         if in_process:
             from learner.learn import learn_candidate
@@ -204,8 +213,12 @@ def learn_now(
         memory.finish_run(run_id, status, metrics={"timings": timings, "gate": {
             "decision": gate.decision.decision, "report": relative(gate.report_path, memory.home)}})
         log(f"run {run_id}: {status} ({candidate} vs {gate.champion}); report {gate.report_path}")
+        reasons = list(gate.decision.reasons)
+        if not gate.promoted:
+            reasons.append(_what_next(memory, ids, skill, attempts))
+            log(reasons[-1])
         return RunResult(status, run_id, candidate, gate.champion if not gate.promoted else candidate,
-                         str(gate.report_path), list(gate.decision.reasons), timings)
+                         str(gate.report_path), reasons, timings)
     except BaseException as exc:
         if run_id is not None:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
@@ -214,6 +227,18 @@ def learn_now(
         raise
     finally:
         lease.release()
+
+
+def _what_next(memory: Memory, ids: list[int], skill: str | None, attempts: int) -> str:
+    """What becomes of a blocked run's demonstrations, in a sentence."""
+    queued = {d["id"] for d in memory.unlearned_demonstrations(skill, attempts=attempts)} & set(ids)
+    if queued:
+        tried = max(len(memory.demonstration(i)["used_in_runs"]) for i in queued)
+        return (f"{len(queued)} of its {len(ids)} demonstration(s) stay in the queue for the next run "
+                f"(tried {tried} of {attempts} time(s))")
+    option = f" --skill {skill}" if skill else ""
+    return (f"its {len(ids)} demonstration(s) have been tried by {attempts} run(s) that did not land and are "
+            f"not selected again; `sdft-agent learn --now{option} --attempts {attempts + 1}` tries once more")
 
 
 def _only_skill(demos: list[dict]) -> str | None:

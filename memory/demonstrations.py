@@ -26,7 +26,29 @@ SELECT d.id, s.name AS skill, d.messages, d.tool_calls, d.content, d.source, d.e
          WHERE u.demonstration_id = d.id) AS used_in_runs
 FROM demonstrations d JOIN skills s ON s.id = d.skill_id
 """
-UNUSED = "NOT EXISTS (SELECT 1 FROM demonstration_uses u WHERE u.demonstration_id = d.id)"
+# A run that did not land (the gate blocked its candidate, or it failed or was cut off after
+# training) has not learned its demonstrations: they stay in the queue until ATTEMPTS such runs
+# have tried them. A skill blocked one night is tried again the next, against whatever the
+# champion has become, and a skill that cannot pass does not take every later night with it.
+NOT_LANDED = ("blocked", "failed", "cancelled", "interrupted")
+ATTEMPTS = 2
+_NOT_LANDED = ", ".join(f"'{s}'" for s in NOT_LANDED)
+
+
+def _uses(what: str, op: str) -> str:
+    return (f"SELECT {what} FROM demonstration_uses u JOIN learn_runs r ON r.id = u.run_id "
+            f"WHERE u.demonstration_id = d.id AND r.status {op} ({_NOT_LANDED})")
+
+
+# `d` not learned: no run that landed (or is running) used it, and fewer than ? runs that did not
+UNLEARNED = f"NOT EXISTS ({_uses('1', 'NOT IN')}) AND ({_uses('count(*)', 'IN')}) < ?"
+
+
+def check_attempts(attempts: int) -> int:
+    if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
+        raise ValidationError(f"attempts must be a whole number ≥ 1 (runs that may try a demonstration "
+                              f"before it is given up), got {attempts!r}")
+    return attempts
 
 
 class Demonstrations:
@@ -146,9 +168,10 @@ class Demonstrations:
             return self.database.rows(DEMO_SELECT + " WHERE d.skill_id = ? ORDER BY d.id",
                                       [self.catalog.skill_id(skill)])
 
-    def unlearned(self, skill: str | None = None, limit: int | None = None) -> list[dict]:
-        """Demonstrations no learning run has used yet, oldest first."""
-        sql, params = DEMO_SELECT + " WHERE " + UNUSED, []
+    def unlearned(self, skill: str | None = None, limit: int | None = None, attempts: int = ATTEMPTS) -> list[dict]:
+        """Demonstrations no learning run has learned yet, oldest first: never used, or used only
+        by fewer than `attempts` runs that did not land (NOT_LANDED)."""
+        sql, params = DEMO_SELECT + " WHERE " + UNLEARNED, [check_attempts(attempts)]
         with self.database.lock:
             if skill is not None:
                 sql += " AND d.skill_id = ?"

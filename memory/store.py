@@ -24,7 +24,7 @@ import sqlite_utils
 
 from memory.catalog import Catalog
 from memory.database import Database, NotFoundError, is_locked_error
-from memory.demonstrations import Demonstrations
+from memory.demonstrations import ATTEMPTS, UNLEARNED, Demonstrations
 from memory.episodes import Episodes
 from memory.home import absolute, relative
 from memory.records import Episode, Skill
@@ -200,9 +200,12 @@ class Memory:
         """The k demonstrations most relevant to `query` by BM25, best first (memory.demonstrations)."""
         return self.demo_repo.recall(query, k, skill, exact=exact)
 
-    def unlearned_demonstrations(self, skill: str | None = None, limit: int | None = None) -> list[dict]:
-        """Demonstrations no learning run has used yet, oldest first."""
-        return self.demo_repo.unlearned(skill, limit)
+    def unlearned_demonstrations(self, skill: str | None = None, limit: int | None = None,
+                                 attempts: int = ATTEMPTS) -> list[dict]:
+        """Demonstrations no learning run has learned yet, oldest first: a run the gate blocked
+        (or that failed after training) gives its back until `attempts` such runs have tried them
+        (memory.demonstrations.UNLEARNED)."""
+        return self.demo_repo.unlearned(skill, limit, attempts)
 
     def mark_used(self, demo_ids: list[int], run_id: int) -> None:
         """Record that learning run `run_id` trained on these demonstrations (idempotent)."""
@@ -268,9 +271,8 @@ class Memory:
                 "episodes_by_outcome": {o: 0 for o in OUTCOMES} | dict(
                     db.execute("SELECT outcome, count(*) FROM episodes GROUP BY outcome").fetchall()),
                 "demonstrations": db["demonstrations"].count,
-                "demonstrations_unlearned": count(
-                    "SELECT count(*) FROM demonstrations d WHERE NOT EXISTS "
-                    "(SELECT 1 FROM demonstration_uses u WHERE u.demonstration_id = d.id)"),
+                "demonstrations_unlearned": db.execute(
+                    "SELECT count(*) FROM demonstrations d WHERE " + UNLEARNED, [ATTEMPTS]).fetchone()[0],
                 "duplicates_seen": count("SELECT coalesce(sum(duplicates), 0) FROM demonstrations"),
                 "demonstrations_by_skill": dict(db.execute(
                     "SELECT s.name, count(d.id) FROM skills s LEFT JOIN demonstrations d ON d.skill_id = s.id "

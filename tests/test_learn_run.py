@@ -59,7 +59,18 @@ def test_a_run_trains_gates_and_leaves_a_blocked_champion_alone(skill_home):
     assert [p["phase"] for p in run["phases"]] == ["select", "train", "train", "merge", "candidate", "gate", "blocked"]
     assert set(run["metrics"]["timings"]) == {"train_s", "gate_s"}
     assert Path(result.report).is_file()
-    assert Memory(skill_home).unlearned_demonstrations("echoes") == []
+    memory = Memory(skill_home)
+    demos = [d["id"] for d in memory.demonstrations("echoes")]
+    # blocked: nothing was learned, so the demonstrations wait for the next run (attempt 1 of 2)
+    assert [d["id"] for d in memory.unlearned_demonstrations("echoes")] == demos
+    assert result.reasons[-1] == "3 of its 3 demonstration(s) stay in the queue for the next run (tried 1 of 2 time(s))"
+    again = learn_now(skill_home, FAST, gate_config=GATE, in_process=True)
+    assert again.status == "blocked" and memory.run(again.run_id)["demonstration_ids"] == demos
+    assert memory.run(again.run_id)["metrics"]["tried_again"] == 3
+    assert memory.unlearned_demonstrations("echoes") == []  # two runs that did not land: given up
+    assert again.reasons[-1] == ("its 3 demonstration(s) have been tried by 2 run(s) that did not land and are "
+                                 "not selected again; `sdft-agent learn --now --attempts 3` tries once more")
+    assert [d["id"] for d in memory.unlearned_demonstrations("echoes", attempts=3)] == demos
 
 
 def test_a_demonstration_added_during_training_is_left_for_the_next_run(skill_home):
@@ -79,7 +90,7 @@ def test_a_demonstration_added_during_training_is_left_for_the_next_run(skill_ho
     run = memory.run(result.run_id)
     assert late and run["demonstration_ids"] == selected and late[0] not in selected
     assert ModelStore(skill_home, quiet=True).manifest(result.candidate)["demonstrations"] == selected
-    assert [d["id"] for d in memory.unlearned_demonstrations()] == late
+    assert [d["id"] for d in memory.unlearned_demonstrations(attempts=1)] == late  # blocked ones aside
     assert memory.demonstration(late[0])["used_in_runs"] == []
     assert all(memory.demonstration(i)["used_in_runs"] == [result.run_id] for i in selected)
 

@@ -176,6 +176,31 @@ def test_unlearned_and_mark_used(mem):
     assert [d["id"] for d in mem.unlearned_demonstrations("weather")] == [ids[3]]  # nothing written
 
 
+@pytest.mark.parametrize("status,queued", [
+    ("running", False), ("succeeded", False), ("promoted", False),
+    ("blocked", True), ("failed", True), ("interrupted", True), ("cancelled", True),
+])
+def test_a_run_that_did_not_land_gives_its_demonstrations_back(mem, status, queued):
+    """Learned means used by a run that landed (or still may): a blocked or failed one leaves
+    its demonstrations to be tried again, until `attempts` such runs have tried them."""
+    a, b = (mem.add_demonstration("weather", user(f"Weather in {c}?"), call("get_weather", city=c))[0]
+            for c in ("Oslo", "Rome"))
+    run = mem.start_run("sft", {}, skill="weather")
+    mem.mark_used([a], run)
+    if status != "running":
+        mem.finish_run(run, status)
+    assert [d["id"] for d in mem.unlearned_demonstrations()] == ([a, b] if queued else [b])
+    assert [d["id"] for d in mem.unlearned_demonstrations(attempts=1)] == [b]
+    assert mem.stats()["demonstrations_unlearned"] == (2 if queued else 1)
+    second = mem.start_run("sft", {}, skill="weather")
+    mem.mark_used([a], second)
+    mem.finish_run(second, "blocked")
+    assert [d["id"] for d in mem.unlearned_demonstrations()] == [b]  # two that did not land (or one that did)
+    assert [d["id"] for d in mem.unlearned_demonstrations(attempts=3)] == ([a, b] if queued else [b])
+    with pytest.raises(ValidationError, match=r"attempts must be a whole number ≥ 1 .*got 0"):
+        mem.unlearned_demonstrations(attempts=0)
+
+
 # -- recall ---------------------------------------------------------------------------------------
 
 @pytest.fixture
