@@ -231,9 +231,10 @@ def learn_now(
 
 def _what_next(memory: Memory, ids: list[int], skill: str | None, attempts: int) -> str:
     """What becomes of a blocked run's demonstrations, in a sentence."""
-    queued = {d["id"] for d in memory.unlearned_demonstrations(skill, attempts=attempts)} & set(ids)
+    mine = set(ids)
+    queued = [d for d in memory.unlearned_demonstrations(skill, attempts=attempts) if d["id"] in mine]
     if queued:
-        tried = max(len(memory.demonstration(i)["used_in_runs"]) for i in queued)
+        tried = max(len(d["used_in_runs"]) for d in queued)  # all by runs that did not land
         return (f"{len(queued)} of its {len(ids)} demonstration(s) stay in the queue for the next run "
                 f"(tried {tried} of {attempts} time(s))")
     option = f" --skill {skill}" if skill else ""
