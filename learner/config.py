@@ -221,9 +221,10 @@ def parse_settings(pairs: list[str], own_options: tuple[str, ...] = (), config: 
 # tools cannot serve kept the candidates' restraint highest of any recipe (mean 82% over six
 # nights against 74-75%), learning 33% of held-out cases a night (SFT alone 40%; without the
 # gradient through the served prompt 37%) at 2.8x SFT's whole nights. That gradient
-# (retention_prefix_grad) costs 771 of the 3,326 s of training; without it the demo's champion answered "What is
-# the capital of France?" with a French loop where the base and this recipe say "Paris" (seeds
-# 0 and 1), and no gate suite holds that question. SDFT stays one option away (method="sdft").
+# (retention_prefix_grad) costs 771 of the 3,326 s of training; without it the demo's champion
+# answered "What is the capital of France?" with a French loop where the base and this recipe
+# say "Paris" (seeds 0 and 1), and no gate suite holds that question. SDFT stays one option
+# away (method="sdft").
 SHIPPED = {
     "method": "sft", "lr": 1e-3, "retention": "kl",
     "demo_tools": "served", "replay": 20,

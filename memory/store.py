@@ -261,8 +261,8 @@ class Memory:
     def stats(self) -> dict:
         """Counts of everything, from one consistent snapshot, plus the file sizes."""
         with self.snapshot() as db:
-            def count(sql: str) -> int:
-                return db.execute(sql).fetchone()[0]
+            def count(sql: str, params: list | None = None) -> int:
+                return db.execute(sql, params or []).fetchone()[0]
 
             out = {
                 "skills": db["skills"].count,
@@ -271,8 +271,8 @@ class Memory:
                 "episodes_by_outcome": {o: 0 for o in OUTCOMES} | dict(
                     db.execute("SELECT outcome, count(*) FROM episodes GROUP BY outcome").fetchall()),
                 "demonstrations": db["demonstrations"].count,
-                "demonstrations_unlearned": db.execute(
-                    "SELECT count(*) FROM demonstrations d WHERE " + UNLEARNED, [ATTEMPTS]).fetchone()[0],
+                "demonstrations_unlearned": count(
+                    "SELECT count(*) FROM demonstrations d WHERE " + UNLEARNED, [ATTEMPTS]),
                 "duplicates_seen": count("SELECT coalesce(sum(duplicates), 0) FROM demonstrations"),
                 "demonstrations_by_skill": dict(db.execute(
                     "SELECT s.name, count(d.id) FROM skills s LEFT JOIN demonstrations d ON d.skill_id = s.id "
