@@ -105,6 +105,11 @@ class LearnConfig:
     # run rehearses the earlier tools in the same prompt as the new one: with demo_tools=served this
     # is what taught the right tool among thirteen (night 6, cross-skill restraint 9 → 18 of 24)
     replay: int = 0
+    # 0: rehearsed demonstrations join the new ones in one shuffled stream, so with a fixed step
+    # budget (max_steps) they take the new skill's place (replay 40 beside 40 new in 12 steps:
+    # date_math learned 19% where it learned 44%); k >= 1: each micro-batch also takes k of them
+    # from their own seeded stream, and the steps and the new skill's share are the new ones' alone
+    replay_batch: int = 0
 
     # ---- no memorising (both methods; learner.early_stop) ----------------------------------
     holdout_fraction: float = 0.0  # share of the new demonstrations held out (never trained on)
@@ -158,6 +163,9 @@ class LearnConfig:
              "retention_teacher=base needs retention=kl (self-replay imitates the champion's own answers)"),
             (self.demo_tools in DEMO_TOOLS, f"demo_tools must be one of {', '.join(DEMO_TOOLS)}"),
             (self.replay >= 0, "replay must be 0 (no rehearsal) or more"),
+            (self.replay_batch >= 0, "replay_batch must be 0 (rehearsal shares the new skill's stream) or more"),
+            (self.replay_batch == 0 or self.replay > 0,
+             "replay_batch needs replay > 0 (the rehearsed demonstrations it draws from)"),
             (0.0 <= self.holdout_fraction < 1.0, "holdout_fraction must be in [0, 1)"),
             (self.eval_every >= 1 and self.patience >= 1, "eval_every and patience must be at least 1"),
             (self.competence_n >= 1, "competence_n must be at least 1"),

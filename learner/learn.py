@@ -129,7 +129,8 @@ def _learn(memory, store, cfg, skill, version, limit, dry_run, progress, acceler
     accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
     model, tokenizer = load(parent, store=store, device=str(accelerator.device))
     examples = examples_from_demonstrations(demos, PromptFormat(tokenizer), demo_tools_for(memory, cfg))
-    plan = plan_steps(len(examples), cfg, accelerator.num_processes)
+    # with replay_batch the steps are the new demonstrations' (rehearsal rides along in each batch)
+    plan = plan_steps(len(ids) if cfg.replay_batch else len(examples), cfg, accelerator.num_processes)
     outcome = LearnOutcome(ids, parent, plan, dry_run=dry_run)
     if dry_run:
         return outcome
@@ -150,8 +151,8 @@ def _learn(memory, store, cfg, skill, version, limit, dry_run, progress, acceler
         fresh, held = split_holdout(examples[:len(ids)], cfg.holdout_fraction, cfg.seed)
         retention = pool_from_memory(memory, cfg, examples[:len(ids)]) if cfg.retention != "none" else None
         origin = retention_origin(store, parent, cfg, str(accelerator.device)) if retention else None
-        result = train(model, tokenizer, fresh + examples[len(ids):], cfg, accelerator=accelerator,
-                       progress=progress, on_step=on_step, heldout=held, retention=retention, origin=origin)
+        result = train(model, tokenizer, fresh, cfg, accelerator=accelerator, progress=progress, on_step=on_step,
+                       heldout=held, retention=retention, origin=origin, rehearsal=examples[len(ids):])
         del origin
         outcome.summary = result.summary
         accelerator.wait_for_everyone()

@@ -81,6 +81,21 @@ def plan_steps(n_examples: int, cfg: LearnConfig, world: int = 1) -> Plan:
     return Plan(n_examples, world, per_step, spe, total, math.ceil(cfg.warmup_ratio * total))
 
 
+def _stream(n: int, seed: int, shuffle: bool) -> Callable[[int], int]:
+    """Position k of an endless stream over n examples: epoch e is a permutation seeded by
+    (seed, e) (in order when not shuffled)."""
+    orders: dict[int, list[int]] = {}
+
+    def at(k: int) -> int:
+        epoch = k // n
+        if epoch not in orders:
+            g = torch.Generator().manual_seed(seed * 7919 + epoch)
+            orders[epoch] = torch.randperm(n, generator=g).tolist() if shuffle else list(range(n))
+        return orders[epoch][k % n]
+
+    return at
+
+
 def step_batches(step: int, plan: Plan, cfg: LearnConfig, rank: int, seed: int) -> list[list[int]]:
     """This process's micro-batches (example indices) for optimizer step `step`.
 
@@ -88,19 +103,22 @@ def step_batches(step: int, plan: Plan, cfg: LearnConfig, rank: int, seed: int) 
     next `per_step` of the stream, so the last step of an epoch runs into the next one rather
     than shrinking. Micro-batch j of process r is the ((j·world + r))-th slice of `batch_size`.
     """
-    n = plan.n_examples
-    orders: dict[int, list[int]] = {}
-
-    def at(k: int) -> int:
-        epoch = k // n
-        if epoch not in orders:
-            g = torch.Generator().manual_seed(seed * 7919 + epoch)
-            orders[epoch] = torch.randperm(n, generator=g).tolist() if cfg.shuffle else list(range(n))
-        return orders[epoch][k % n]
-
+    at = _stream(plan.n_examples, seed, cfg.shuffle)
     start = step * plan.per_step
     bs = cfg.batch_size
     return [[at(start + (j * plan.world + rank) * bs + i) for i in range(bs)] for j in range(cfg.grad_accum)]
+
+
+def rehearsal_batches(step: int, plan: Plan, cfg: LearnConfig, rank: int, seed: int, n: int) -> list[list[int]]:
+    """The rehearsed examples (indices 0..n-1 of the rehearsal set) each of this process's
+    micro-batches adds at `step` (cfg.replay_batch of them): a stream of their own, seeded apart
+    from the new examples', laid out like step_batches."""
+    if n < 1 or cfg.replay_batch < 1:
+        return [[] for _ in range(cfg.grad_accum)]
+    at = _stream(n, seed * 104_729 + 17, cfg.shuffle)
+    k = cfg.replay_batch
+    start = step * cfg.grad_accum * plan.world * k
+    return [[at(start + (j * plan.world + rank) * k + i) for i in range(k)] for j in range(cfg.grad_accum)]
 
 
 def micro_step(objective, wrapped, peft_model, batch: list[EncodedExample], n_sequences: int,
@@ -192,6 +210,7 @@ def train(
     heldout: list[Example] | None = None,
     retention: list[RetentionPrompt] | None = None,
     origin=None,
+    rehearsal: list[Example] | None = None,
 ) -> TrainResult:
     """Train a LoRA student on `examples`; returns the PEFT model.
 
@@ -203,8 +222,15 @@ def train(
     demonstrations never trained on, whose loss is measured every `cfg.eval_every` steps; the
     run stops after `cfg.patience` evaluations without improvement and (cfg.restore_best) ends
     with the adapter of the best one. `on_step(metrics)` is called on the main process after
-    every optimizer step.
+    every optimizer step. `rehearsal`: earlier skills' demonstrations trained beside the new ones:
+    `cfg.replay_batch` of them added to every micro-batch from their own stream (the steps are
+    planned on `examples` alone), or with replay_batch 0 simply more examples in the one stream.
     """
+    if rehearsal and cfg.replay_batch == 0:
+        examples, rehearsal = examples + rehearsal, []
+    rehearsal = rehearsal or []
+    n_new = len(examples)
+    examples = examples + rehearsal
     accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
     set_seed(cfg.seed)
     fmt = PromptFormat(tokenizer)
@@ -230,7 +256,7 @@ def train(
     peft_model = attach_lora(model, cfg, teacher_adapter=uses_sdft and cfg.teacher == "ema")
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    plan = plan_steps(len(encoded), cfg, accelerator.num_processes)
+    plan = plan_steps(n_new, cfg, accelerator.num_processes)
     scheduler = get_cosine_schedule_with_warmup(optimizer, plan.warmup_steps, plan.total_steps)
     # The scheduler stays unprepared: accelerate's wrapper would step it once per process.
     wrapped, optimizer = accelerator.prepare(peft_model, optimizer)
@@ -265,7 +291,9 @@ def train(
         if keep is not None:
             idx = retention_batch(step, len(pool), cfg, accelerator.process_index, world)
             calls.append(("retention", keep, [pool[i] for i in idx], cfg.retention_batch, cfg.retention_beta))
-        for idx in step_batches(step, plan, cfg, accelerator.process_index, cfg.seed):
+        extra = rehearsal_batches(step, plan, cfg, accelerator.process_index, cfg.seed, len(rehearsal))
+        for idx, more in zip(step_batches(step, plan, cfg, accelerator.process_index, cfg.seed), extra, strict=True):
+            idx = idx + [n_new + i for i in more]  # each weighs 1/n_seq, as a new one does
             for m in objectives:
                 rows = [i for i in idx if methods[i] == m]
                 if not rows:
