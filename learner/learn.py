@@ -102,15 +102,15 @@ def learn_candidate(
 
 
 def rehearsal(memory: Memory, cfg: LearnConfig, exclude: set[int]) -> list[dict]:
-    """`cfg.replay` demonstrations earlier runs trained on (a sample seeded by cfg.seed), none of
-    `exclude` (the run's own: a demonstration tried again after a blocked run must not count
-    twice). A blocked run's demonstrations are among them, as in the six-night runs that chose
-    the recipe: rehearsal keeps at them while they wait for another try."""
+    """`cfg.replay` demonstrations runs that landed trained on (a sample seeded by cfg.seed), none
+    of `exclude` (the run's own). A blocked or failed run's demonstrations are not rehearsed: the
+    champion never learned them, and rehearsing them every night taught a half-learned skill's
+    calls for requests that need none (memory.demonstrations.LEARNED)."""
     if not cfg.replay:
         return []
     import random
 
-    old = [d for d in memory.demonstrations() if d.get("used_in_runs") and d["id"] not in exclude]
+    old = [d for d in memory.learned_demonstrations() if d["id"] not in exclude]
     return random.Random(cfg.seed).sample(old, min(cfg.replay, len(old)))
 
 

@@ -42,6 +42,13 @@ def _uses(what: str, op: str) -> str:
 
 # `d` not learned: no run that landed (or is running) used it, and fewer than ? runs that did not
 UNLEARNED = f"NOT EXISTS ({_uses('1', 'NOT IN')}) AND ({_uses('count(*)', 'IN')}) < ?"
+# A run that landed: its candidate was promoted, or (learning outside the gate) made.
+LANDED = ("promoted", "succeeded")
+# `d` learned: a run that landed used it. Rehearsal draws only from these: a blocked skill's
+# demonstrations rehearsed every later night taught its half-learned calls for everything (six
+# nights, catalog blocked on night 3: 6 of night 4's 10 restraint failures called its tools).
+LEARNED = ("EXISTS (SELECT 1 FROM demonstration_uses u JOIN learn_runs r ON r.id = u.run_id "
+           f"WHERE u.demonstration_id = d.id AND r.status IN ({', '.join(repr(s) for s in LANDED)}))")
 
 
 def check_attempts(attempts: int) -> int:
@@ -179,6 +186,11 @@ class Demonstrations:
             sql += " ORDER BY d.id LIMIT ?"
             params.append(-1 if limit is None else int(limit))
             return self.database.rows(sql, params)
+
+    def learned(self) -> list[dict]:
+        """Demonstrations a run that landed (LANDED) trained on, oldest first."""
+        with self.database.lock:
+            return self.database.rows(DEMO_SELECT + " WHERE " + LEARNED + " ORDER BY d.id")
 
     # -- recall ---------------------------------------------------------------------------------
 

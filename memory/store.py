@@ -207,6 +207,11 @@ class Memory:
         (memory.demonstrations.UNLEARNED)."""
         return self.demo_repo.unlearned(skill, limit, attempts)
 
+    def learned_demonstrations(self) -> list[dict]:
+        """Demonstrations a promoted (or, outside the gate, succeeded) run trained on: what the
+        models learned, never a blocked or failed run's alone (memory.demonstrations.LEARNED)."""
+        return self.demo_repo.learned()
+
     def mark_used(self, demo_ids: list[int], run_id: int) -> None:
         """Record that learning run `run_id` trained on these demonstrations (idempotent)."""
         self.demo_repo.mark_used(demo_ids, run_id)

@@ -448,13 +448,24 @@ def test_demo_tools_served_offers_every_demonstration_the_agents_full_tool_list(
 
 
 def test_replay_rehearses_a_seeded_sample_of_learned_demonstrations_never_the_runs_own(home):
+    """Learned: used by a run that landed (promoted, or succeeded outside the gate)."""
     from learner.learn import rehearsal
     from memory.store import Memory
 
     with Memory(home) as mem:
         _two_skills(mem)
+        assert rehearsal(mem, LearnConfig(replay=50), set()) == []  # used by a run still running: not learned
+        (run,) = [r["id"] for r in mem.runs()]
+        mem.finish_run(run, "promoted")
         learned = {d["id"] for d in mem.demonstrations() if d.get("used_in_runs")}
         assert len(learned) == 6
+        # a blocked run's demonstrations are never rehearsed: the champion did not learn them
+        blocked = [mem.add_demonstration("units", [{"role": "user", "content": f"Convert {i} yards."}], [CALL])[0]
+                   for i in range(3)]
+        other = mem.start_run("sft", {}, "units")
+        mem.mark_used(blocked, other)
+        mem.finish_run(other, "blocked")
+        assert {d["id"] for d in rehearsal(mem, LearnConfig(replay=50), set())} == learned
         assert rehearsal(mem, LearnConfig(), set()) == []  # replay 0: nothing rehearsed
         three = [d["id"] for d in rehearsal(mem, LearnConfig(replay=3, seed=1), set())]
         assert len(set(three)) == 3 and set(three) <= learned
