@@ -231,11 +231,13 @@ def parse_settings(pairs: list[str], own_options: tuple[str, ...] = (), config: 
 # gradient through the served prompt 37%) at 2.8x SFT's whole nights. That gradient
 # (retention_prefix_grad) costs 771 of the 3,326 s of training; without it the demo's champion
 # answered "What is the capital of France?" with a French loop where the base and this recipe
-# say "Paris" (seeds 0 and 1), and no gate suite holds that question. SDFT stays one option
-# away (method="sdft").
+# say "Paris" (seeds 0 and 1), and no gate suite holds that question. Rehearsal rides along
+# (replay_batch 2: two rehearsed demonstrations added to each micro-batch) instead of taking the
+# new skill's steps: over six nights 36% a night against 33%, the same restraint and cost (one
+# seed; "Six nights with rehearsal riding along"). SDFT stays one option away (method="sdft").
 SHIPPED = {
     "method": "sft", "lr": 1e-3, "retention": "kl",
-    "demo_tools": "served", "replay": 20,
+    "demo_tools": "served", "replay": 20, "replay_batch": 2,
     "retention_teacher": "base", "retention_beta": 2.0, "retention_batch": 16,
     "retention_task_share": 0.5, "retention_demo_share": 0.0,
 }

@@ -91,9 +91,10 @@ def test_default_is_the_shipped_recipe(tiny_home):
     from learner.config import SHIPPED, LearnConfig, shipped_config
 
     # The shipped recipe, pinned: SFT at lr 1e-3 in the served prompt with 20 rehearsed
-    # demonstrations, retention KL (the base teaching everyday and tool-sounding requests)
+    # demonstrations (two riding along in each micro-batch), retention KL (the base teaching everyday and tool-sounding requests)
     # (benchmarks/results/README.md); changing it should change these lines on purpose.
     assert SHIPPED == {"method": "sft", "lr": 1e-3, "retention": "kl", "demo_tools": "served", "replay": 20,
+                       "replay_batch": 2,
                        "retention_teacher": "base", "retention_beta": 2.0, "retention_batch": 16,
                        "retention_task_share": 0.5, "retention_demo_share": 0.0}
     assert shipped_config().replay == 20 and shipped_config(replay=0).replay == 0
