@@ -164,8 +164,6 @@ class LearnConfig:
             (self.demo_tools in DEMO_TOOLS, f"demo_tools must be one of {', '.join(DEMO_TOOLS)}"),
             (self.replay >= 0, "replay must be 0 (no rehearsal) or more"),
             (self.replay_batch >= 0, "replay_batch must be 0 (rehearsal shares the new skill's stream) or more"),
-            (self.replay_batch == 0 or self.replay > 0,
-             "replay_batch needs replay > 0 (the rehearsed demonstrations it draws from)"),
             (0.0 <= self.holdout_fraction < 1.0, "holdout_fraction must be in [0, 1)"),
             (self.eval_every >= 1 and self.patience >= 1, "eval_every and patience must be at least 1"),
             (self.competence_n >= 1, "competence_n must be at least 1"),
