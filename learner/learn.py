@@ -88,7 +88,7 @@ def learn_candidate(
     Returns an outcome with no demonstrations when there is nothing new to learn.
     `run_id`: record on this existing run (learner.run owns its status; it is left 'running'
     with the candidate set) instead of starting and finishing one here. `cfg.replay`: also train
-    on a seeded sample of this many demonstrations promoted runs learned (`rehearsal`), so a
+    on a seeded sample of this many demonstrations runs that landed learned (`rehearsal`), so a
     run rehearses older skills; only the new ones are marked used.
     `demonstration_ids`: train on exactly these (learner.run hands over what it selected, so what
     arrives meanwhile is not part of the run) instead of selecting the unlearned ones here.

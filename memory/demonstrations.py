@@ -46,7 +46,7 @@ UNLEARNED = f"NOT EXISTS ({_uses('1', 'NOT IN')}) AND ({_uses('count(*)', 'IN')}
 LANDED = ("promoted", "succeeded")
 # `d` learned: a run that landed used it. Rehearsal draws only from these: a blocked skill's
 # demonstrations rehearsed every later night taught its half-learned calls for everything (six
-# nights, catalog blocked on night 3: 6 of night 4's 10 restraint failures called its tools).
+# nights, catalog blocked on night 3: 6 of night 4's 9 failures on no-tool requests called its tools).
 LEARNED = ("EXISTS (SELECT 1 FROM demonstration_uses u JOIN learn_runs r ON r.id = u.run_id "
            f"WHERE u.demonstration_id = d.id AND r.status IN ({', '.join(repr(s) for s in LANDED)}))")
 
