@@ -32,12 +32,12 @@ FROM demonstrations d JOIN skills s ON s.id = d.skill_id
 # champion has become, and a skill that cannot pass does not take every later night with it.
 NOT_LANDED = ("blocked", "failed", "cancelled", "interrupted")
 ATTEMPTS = 2
-_NOT_LANDED = ", ".join(f"'{s}'" for s in NOT_LANDED)
 
 
-def _uses(what: str, op: str) -> str:
+def _uses(what: str, op: str, statuses: tuple[str, ...] = NOT_LANDED) -> str:
+    listed = ", ".join(f"'{s}'" for s in statuses)
     return (f"SELECT {what} FROM demonstration_uses u JOIN learn_runs r ON r.id = u.run_id "
-            f"WHERE u.demonstration_id = d.id AND r.status {op} ({_NOT_LANDED})")
+            f"WHERE u.demonstration_id = d.id AND r.status {op} ({listed})")
 
 
 # `d` not learned: no run that landed (or is running) used it, and fewer than ? runs that did not
@@ -47,8 +47,7 @@ LANDED = ("promoted", "succeeded")
 # `d` learned: a run that landed used it. Rehearsal draws only from these: a blocked skill's
 # demonstrations rehearsed every later night taught its half-learned calls for everything (six
 # nights, catalog blocked on night 3: 6 of night 4's 9 failures on no-tool requests called its tools).
-LEARNED = ("EXISTS (SELECT 1 FROM demonstration_uses u JOIN learn_runs r ON r.id = u.run_id "
-           f"WHERE u.demonstration_id = d.id AND r.status IN ({', '.join(repr(s) for s in LANDED)}))")
+LEARNED = f"EXISTS ({_uses('1', 'IN', LANDED)})"
 
 
 def check_attempts(attempts: int) -> int:
