@@ -35,7 +35,7 @@ def learn(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be learned and the plan; train and write nothing.")] = False,
     now: Annotated[bool, typer.Option("--now", help="Run one whole learning run: lease, train in a child process, merge, retention gate, promote or block.")] = False,
     min_new: Annotated[int, typer.Option(help="With --now: skip (recorded) when fewer new demonstrations than this.")] = 1,
-    replay: Annotated[int, typer.Option(help="Also rehearse this many demonstrations earlier promoted runs learned (a seeded sample, any skill; never a blocked run's).")] = _C.replay,
+    replay: Annotated[int, typer.Option(help="Also rehearse this many demonstrations earlier runs that landed learned (promoted, or made outside the gate; a seeded sample, any skill; never a blocked run's).")] = _C.replay,
     attempts: Annotated[int, typer.Option(min=1, help="A demonstration is selected until this many runs that did not land (blocked by the gate, failed) have tried it.")] = ATTEMPTS,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", metavar="FIELD=VALUE",
