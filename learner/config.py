@@ -77,6 +77,10 @@ class LearnConfig:
     retention_batch: int = 8  # retention prompts per optimizer step
     retention_prompts: int = 64  # size of the run's retention pool (seeded sample)
     retention_max_new_tokens: int = 16  # sample / greedy answer length: the opening decides "call or answer"
+    # the first token of each retention sample counts as this many tokens in its sequence's mean
+    # (the rest count less; a sequence's weight is unchanged): that token is where the answer
+    # chooses between "<tool_call>" and words, the decision the restraint suite reads
+    retention_opening_weight: float = 1.0
     retention_temperature: float = 1.0  # on-policy sampling temperature (kl)
     retention_tools_share: float = 1.0  # share of everyday prompts asked with installed tools offered
     retention_demo_share: float = 0.25  # share of the pool taken from earlier skills' demonstrations
@@ -151,6 +155,7 @@ class LearnConfig:
             (self.retention_batch >= 1 and self.retention_prompts >= 1,
              "retention_batch and retention_prompts must be at least 1"),
             (self.retention_max_new_tokens >= 1, "retention_max_new_tokens must be at least 1"),
+            (self.retention_opening_weight >= 1.0, "retention_opening_weight must be 1 (every token alike) or more"),
             (self.retention_temperature >= 0.0, "retention_temperature must be 0 (greedy) or more"),
             (0.0 <= self.retention_tools_share <= 1.0, "retention_tools_share must be in [0, 1]"),
             (0.0 <= self.retention_demo_share <= 1.0, "retention_demo_share must be in [0, 1]"),

@@ -55,11 +55,16 @@ def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
     return flat.view(targets.shape)
 
 
-def sequence_weights(mask: torch.Tensor, n_sequences: int) -> torch.Tensor:
+def sequence_weights(mask: torch.Tensor, n_sequences: int, opening: float = 1.0) -> torch.Tensor:
     """Weights that turn Σ weight·value into "mean over a sequence's trained tokens, then mean
     over `n_sequences` sequences" (a sequence with no trained token counts as 0). A floating
-    mask keeps its dtype (float64 for a float64 model), a boolean one becomes float32."""
+    mask keeps its dtype (float64 for a float64 model), a boolean one becomes float32.
+    `opening`: a sequence's first trained token counts as that many tokens in its mean (the
+    others fewer, the sequence's total weight unchanged)."""
     mask = mask if mask.is_floating_point() else mask.float()
+    if opening != 1.0:
+        first = (mask > 0) & (mask.cumsum(-1) == mask)  # the first nonzero position of each row
+        mask = torch.where(first, mask * opening, mask)
     return mask / mask.sum(-1, keepdim=True).clamp(min=1.0) / n_sequences
 
 

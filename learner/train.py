@@ -124,7 +124,7 @@ def rehearsal_batches(step: int, plan: Plan, cfg: LearnConfig, rank: int, seed: 
 def micro_step(objective, wrapped, peft_model, batch: list[EncodedExample], n_sequences: int,
                cfg: LearnConfig, pad_id: int, generator=None,
                backward: Callable | None = None, no_sync: Callable | None = None,
-               scale: float = 1.0, prefix_grad: bool = True) -> dict:
+               scale: float = 1.0, prefix_grad: bool = True, opening: float = 1.0) -> dict:
     """Targets (SDFT: rollouts, decoded per prefix group too), then teacher pass, student
     forward, chunked loss and backward for one micro-batch, one prefix group at a time
     (learner.batch.prefix_groups; one group unless the batch mixes prompts, e.g. retention
@@ -132,7 +132,8 @@ def micro_step(objective, wrapped, peft_model, batch: list[EncodedExample], n_se
     group's backward but the last, so one all-reduce is made per micro-batch. The loss is the
     mean over `n_sequences` sequences, times `scale` (the retention term's β). `prefix_grad=False`:
     no gradient through the shared prefix's keys/values (LearnConfig.retention_prefix_grad).
-    Returns sums."""
+    `opening`: a sequence's first trained token counts as that many in its mean
+    (LearnConfig.retention_opening_weight). Returns sums."""
     t0 = time.perf_counter()
     # no gradient through the prefix: the rollouts' prefill of it is the student's own pass over
     # it (the same weights, merged or not), so the training pass reads it instead of running it
@@ -153,7 +154,7 @@ def micro_step(objective, wrapped, peft_model, batch: list[EncodedExample], n_se
                       cfg.min_shared_prefix)
         sub.completion_ids = packed.completion_ids
         mask = trained_mask(packed.completion_mask, sub.starts)
-        weights = sequence_weights(mask.to(head.weight.dtype), n_sequences) * scale
+        weights = sequence_weights(mask.to(head.weight.dtype), n_sequences, opening) * scale
         token_sum = torch.zeros((), device=packed.input_ids.device)
 
         def chunk_loss(logits, sl, sub=sub, mask=mask, weights=weights):
@@ -306,7 +307,8 @@ def train(
             with nullcontext() if j == len(calls) - 1 else no_sync():
                 got = micro_step(objective, wrapped, peft_model, batch, n, cfg, pad_id, generator, backward,
                                  no_sync=no_sync, scale=scale,
-                                 prefix_grad=label != "retention" or cfg.retention_prefix_grad)
+                                 prefix_grad=label != "retention" or cfg.retention_prefix_grad,
+                                 opening=cfg.retention_opening_weight if label == "retention" else 1.0)
             got["seconds"] = time.perf_counter() - tc
             for k in SUM_KEYS:
                 sums[label][k] += got.get(k, 0)

@@ -105,11 +105,12 @@ def test_kl_to_the_champion_is_exactly_zero_before_the_first_step(tiny_model, ti
                                         "tool_sets": "served", "everyday_teacher": "champion"}
 
 
-def _reference_kl(pm, batch, fmt, pad, cfg, max_new_tokens, origin=None) -> torch.Tensor:
+def _reference_kl(pm, batch, fmt, pad, cfg, max_new_tokens, origin=None, opening=1.0) -> torch.Tensor:
     """The same completions micro_step sampled (replayed from seed 3), the loss written out: the
     sum over rows of the mean over each row's sampled tokens of Σ_v p_teacher (log p_teacher −
-    log p_student); the teacher is the champion (adapter off), or `origin` for rows marked so.
-    Clears the gradients first; the caller scales and calls backward."""
+    log p_student), the first token counted `opening` times; the teacher is the champion (adapter
+    off), or `origin` for rows marked so. Clears the gradients first; the caller scales and calls
+    backward."""
     completions = decode(pm, [e.prompt_ids for e in batch], max_new_tokens=max_new_tokens,
                          stop_ids={fmt.end_of_turn_id}, pad_id=pad, temperature=1.0,
                          generator=torch.Generator().manual_seed(3), min_shared_prefix=cfg.min_shared_prefix)
@@ -127,23 +128,28 @@ def _reference_kl(pm, batch, fmt, pad, cfg, max_new_tokens, origin=None) -> torc
             else:
                 with pm.disable_adapter():
                     teach = torch.log_softmax(pm(input_ids=ids).logits[0, P - 1:-1], -1)
-        total = total + (teach.exp() * (teach - student)).sum(-1).mean()
+        per_token = (teach.exp() * (teach - student)).sum(-1)
+        counts = torch.ones_like(per_token)
+        counts[0] = opening
+        total = total + (per_token * counts).sum() / counts.sum()
     return total
 
 
-@pytest.mark.parametrize(("beta", "share"), [(1.0, False), (0.25, False), (1.0, True)])
-def test_retention_gradient_matches_a_float64_reference(tiny_model, tiny_tokenizer, beta, share):
+@pytest.mark.parametrize(("beta", "share", "opening"), [(1.0, False, 1.0), (0.25, False, 1.0), (1.0, True, 1.0),
+                                                        (1.0, False, 6.0)])
+def test_retention_gradient_matches_a_float64_reference(tiny_model, tiny_tokenizer, beta, share, opening):
     pm, cfg, fmt, pad = _student(tiny_model.double(), tiny_tokenizer, retention_beta=beta, retention_max_new_tokens=7,
-                                 share_prompt_prefix=share)
+                                 share_prompt_prefix=share, retention_opening_weight=opening)
     objective = retention_objective(pm, cfg, {fmt.end_of_turn_id}, pad)
     batch = encode_pool(_pool(4, tools_share=1.0), fmt)  # all with tools: a long shared prefix
     gen = torch.Generator().manual_seed(3)
-    got = micro_step(objective, pm, pm, batch, len(batch), cfg, pad, gen, scale=beta)
+    got = micro_step(objective, pm, pm, batch, len(batch), cfg, pad, gen, scale=beta,
+                     opening=cfg.retention_opening_weight)
     params = [(n, p) for n, p in pm.named_parameters() if p.requires_grad]
     ours = {n: p.grad.clone() for n, p in params}
     assert all(torch.count_nonzero(g) > 0 for g in ours.values())
 
-    total = _reference_kl(pm, batch, fmt, pad, cfg, 7)
+    total = _reference_kl(pm, batch, fmt, pad, cfg, 7, opening=opening)
     (beta * total / len(batch)).backward()
     assert got["loss"] == pytest.approx(beta * total.item() / len(batch), rel=1e-6)  # summed in float32
     # rows run whole: equal to float64 rounding. With the tool-schema prefix run once and shared
@@ -190,7 +196,8 @@ def test_every_lever_is_reachable_with_set():
     assert (cfg.method, cfg.retention, cfg.retention_beta, cfg.holdout_fraction, cfg.restore_best) == \
         ("auto", "kl", 0.5, 0.2, False)
     assert cfg.retention_tool_sets == "each"
-    for bad in ("retention=sometimes", "retention_tool_sets=all", "retention_beta=-1", "holdout_fraction=1.0", "method=maybe"):
+    for bad in ("retention=sometimes", "retention_tool_sets=all", "retention_beta=-1", "holdout_fraction=1.0", "method=maybe",
+                "retention_opening_weight=0.5"):
         with pytest.raises(ValueError, match=bad.split("=")[0]):
             LearnConfig(**parse_settings([bad]))
 
