@@ -1,0 +1,83 @@
+"""Some nights again from a snapshot of a home that nightly.py left (memory.db, models/, cache/
+copied as one night began), with other learner settings, through the product's own path
+(`learn_now`: training in a child process, the gate, promote or block), so a later night sees
+what an earlier one landed. retention_teacher.py asks one night in a dry run; this carries on.
+
+    python benchmarks/nights_from.py --snapshot /work/snap3 --home /work/chain/steps30 \\
+        --skills catalog,bfcl:Music_3_LookupMusic+siblings@40/12 \\
+        --set max_new_tokens=48 --set max_steps=30 --set holdout_fraction=0.2 --set eval_every=3 \\
+        --set patience=2 --gate-set probe_limit=12 --gate-set "probe_limits=$LIM" \\
+        --out benchmarks/results/six_nights/chain_steps30.json
+
+A skill already installed in the snapshot is learned as it is; any other spec (as nightly.py
+reads them) is installed first. Writes the JSON after every night (nightly.py's night records).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from nightly import load_skill, log, night_record  # noqa: E402
+
+from learner.config import parse_settings, shipped_config  # noqa: E402
+from learner.gate import GateConfig  # noqa: E402
+from learner.run import learn_now  # noqa: E402
+from memory.store import Memory  # noqa: E402
+from skills.install import install_pack  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--snapshot", required=True, help="a home as a night began (memory.db, models/, cache/)")
+    ap.add_argument("--home", required=True, help="where the copy goes (replaced if it exists)")
+    ap.add_argument("--skills", required=True, help="comma-separated, in order (nightly.py's specs)")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="LearnConfig field")
+    ap.add_argument("--gate-set", action="append", default=[], metavar="FIELD=VALUE", help="GateConfig field")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    snap, home = Path(args.snapshot), Path(args.home)
+    if not (snap / "memory.db").is_file():
+        raise SystemExit(f"{snap}: no memory.db; give a folder nightly.py's home was copied to")
+    cfg = shipped_config(**parse_settings(args.set))
+    gate = GateConfig(**parse_settings(args.gate_set, config=GateConfig, what="gate"))
+    if home.exists():
+        shutil.rmtree(home)
+    home.mkdir(parents=True)
+    home.chmod(0o700)
+    shutil.copy(snap / "memory.db", home / "memory.db")
+    for sub in ("models", "cache"):
+        if (snap / sub).is_dir():
+            shutil.copytree(snap / sub, home / sub)
+    with Memory(home) as memory:
+        installed = {s["name"] for s in memory.list_skills()}
+    out = {"args": vars(args), "config": cfg.to_dict(), "gate": gate.to_dict(), "nights": []}
+    for spec in args.skills.split(","):
+        name = spec
+        if spec not in installed:
+            pack = load_skill(spec, 16, 40, seed=0)
+            with Memory(home) as memory:
+                install_pack(memory, pack)
+            name = pack.name
+        t = time.perf_counter()
+        log(f"night {name}")
+        r = learn_now(home, cfg, skill=name, gate_config=gate, log=log)
+        night = night_record(home, r)
+        night["skill"], night["wall_s"] = name, time.perf_counter() - t
+        out["nights"].append(night)
+        Path(args.out).write_text(json.dumps(out, indent=1, default=str) + "\n")
+        log(f"{name}: {r.status} ({night['wall_s']:.0f} s)")
+
+
+if __name__ == "__main__":  # training runs in a spawned child that re-imports this file
+    main()
