@@ -37,6 +37,15 @@ from memory.store import Memory  # noqa: E402
 from skills.install import install_pack  # noqa: E402
 
 
+def link_or_copy(src: str, dst: str) -> str:
+    """A hard link where the file system allows one (a model is ~0.5 GB a version), else a copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+    return dst
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--snapshot", required=True, help="a home as a night began (memory.db, models/, cache/)")
@@ -56,9 +65,10 @@ def main() -> None:
     home.mkdir(parents=True)
     home.chmod(0o700)
     shutil.copy(snap / "memory.db", home / "memory.db")
-    for sub in ("models", "cache"):
-        if (snap / sub).is_dir():
-            shutil.copytree(snap / sub, home / sub)
+    if (snap / "models").is_dir():  # version folders are written once and renamed into place
+        shutil.copytree(snap / "models", home / "models", copy_function=link_or_copy)
+    if (snap / "cache").is_dir():  # the gate writes into its cache: a real copy
+        shutil.copytree(snap / "cache", home / "cache")
     with Memory(home) as memory:
         installed = {s["name"] for s in memory.list_skills()}
     out = {"args": vars(args), "config": cfg.to_dict(), "gate": gate.to_dict(), "nights": []}
