@@ -45,7 +45,9 @@ KIND = "retention"
 # not every request that says "get")
 _GENERIC = set("get set find search lookup look list check calculate compute make create add update delete "
                "remove show info data tool tools function api call the and for with from into by of to in "
-               "on all new one".split())
+               "on all new one that this than such same kind only user their them they there when where which "
+               "what your given specified designated optionally retrieve retrieves return returns match "
+               "matching detail details number value".split())
 _STOP = set("a an the of to in on for and or is are was be i my me you your it this that what how do "
             "can some with at by as give tell write short".split())
 
@@ -102,11 +104,16 @@ def _words(text: str) -> set[str]:
 
 
 def tool_words(tools: list[dict] | None) -> set[str]:
-    """What the installed tools are for, by the words of their names."""
+    """What the installed tools are for: the words of their names (3 letters or more), and of
+    their descriptions and parameter names (4 or more), generic ones left out. Erring wide costs
+    a few prompts of hundreds; erring narrow would rehearse "do not call" on a request the new
+    skill's demonstrations teach to call (a song request while a music tool is learned)."""
     words: set[str] = set()
     for t in tools or []:
-        words |= {w for w in _words(t.get("name", "")) if len(w) >= 3 and w not in _GENERIC}
-    return words
+        words |= {w for w in _words(t.get("name", "")) if len(w) >= 3}
+        params = (t.get("parameters") or {}).get("properties") or {}
+        words |= {w for w in _words(" ".join([t.get("description") or "", *params])) if len(w) >= 4}
+    return words - _GENERIC
 
 
 def unserved(rows: list[dict], tools: list[dict] | None) -> list[dict]:
