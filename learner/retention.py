@@ -237,19 +237,24 @@ class Focus:
         return list(dict.fromkeys(self.order[(start + i) % len(self.pool)] for i in range(n)))
 
     def batch(self, step: int, seeded: list[int], rank: int = 0, world: int = 1) -> list[int]:
-        """The step's retention prompts: the focus's top ones, then `seeded` (without repeats)."""
+        """The step's retention prompts: the focus's top ones, then `seeded` (without repeats).
+        The teacher is scored only for the candidates the student is likeliest to call on (twice
+        the focus's count; cached, it never changes): a prompt the student seldom calls on cannot
+        exceed its teacher by much, and each score is a forward of the prompt."""
+        k = self.cfg.retention_focus
         rows = self.candidates(step, rank, world)
-        self._teacher_p(rows)
         obj = self.objective
         with obj._eval_mode():
             student = opening_logprob(obj.model, [self.pool[i].prompt_ids for i in rows], self.opening, self.pad_id,
                                       self.cfg.min_shared_prefix)
-        excess = {i: math.exp(s) - self.teacher[i] for i, s in zip(rows, student, strict=True)}
-        top = sorted(rows, key=lambda i: -excess[i])[:self.cfg.retention_focus]
+        p_student = {i: math.exp(v) for i, v in zip(rows, student, strict=True)}
+        likely = sorted(rows, key=lambda i: -p_student[i])[:2 * k]
+        self._teacher_p(likely)
+        excess = {i: p_student[i] - self.teacher[i] for i in likely}
+        top = sorted(likely, key=lambda i: -excess[i])[:k]
         for i in top:
             self.chosen[i] = self.chosen.get(i, 0) + 1
-        values = sorted(excess.values(), reverse=True)
-        self.history.append({"step": step, "max": values[0], "chosen_min": excess[top[-1]] if top else 0.0,
-                             "mean": sum(values) / len(values)})
+        self.history.append({"step": step, "max": max(excess.values()), "chosen_min": excess[top[-1]],
+                             "student_mean": sum(p_student.values()) / len(rows)})
         rest = [i for i in seeded if i not in top]
         return (top + rest)[:self.cfg.retention_batch]

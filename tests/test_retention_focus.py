@@ -83,24 +83,29 @@ def test_focus_trains_on_the_prompts_where_the_student_most_exceeds_its_teacher(
     # before the first step the student is its teacher: every excess is exactly 0
     seeded = retention_batch(0, len(pool), cfg)
     focus.batch(0, seeded)
-    assert focus.history[0]["max"] == 0.0 and focus.history[0]["mean"] == 0.0
+    assert focus.history[0]["max"] == 0.0 and focus.history[0]["chosen_min"] == 0.0
 
     _randomise(pm)
     seeded = retention_batch(1, len(pool), cfg)
     got = focus.batch(1, seeded)
     rows = focus.candidates(1)
     assert len(rows) == 6 and len(set(rows)) == 6
+    student = [math.exp(v) for v in _reference(pm, [pool[i].prompt_ids for i in rows], opening)]
     with pm.disable_adapter():
-        teacher = _reference(pm, [pool[i].prompt_ids for i in rows], opening)
-    student = _reference(pm, [pool[i].prompt_ids for i in rows], opening)
-    excess = [math.exp(s) - math.exp(t) for s, t in zip(student, teacher, strict=True)]
-    assert [focus.teacher[i] for i in rows] == pytest.approx([math.exp(t) for t in teacher], rel=1e-9)
-    best = [rows[j] for j in sorted(range(6), key=lambda j: -excess[j])[:2]]
+        teacher = [math.exp(v) for v in _reference(pm, [pool[i].prompt_ids for i in rows], opening)]
+    # the teacher is scored for the 2k candidates the student is likeliest to call on, and the
+    # k of those that most exceed it are trained on
+    likely = sorted(range(6), key=lambda j: -student[j])[:4]
+    assert {rows[j] for j in likely} <= set(focus.teacher)
+    assert [focus.teacher[rows[j]] for j in likely] == pytest.approx([teacher[j] for j in likely], rel=1e-9)
+    excess = {j: student[j] - teacher[j] for j in likely}
+    best = [rows[j] for j in sorted(likely, key=lambda j: -excess[j])[:2]]
     assert got[:2] == best
     assert got[2:] == [i for i in seeded if i not in best][:2]  # the rest: the seeded order's
     assert len(got) == 4 and len(set(got)) == 4
-    assert focus.history[1]["max"] == pytest.approx(max(excess), rel=1e-9)
-    assert focus.chosen == {i: 1 for i in best} | {i: n for i, n in focus.chosen.items() if i not in best}
+    assert focus.history[1]["max"] == pytest.approx(max(excess.values()), rel=1e-9)
+    assert focus.history[1]["student_mean"] == pytest.approx(sum(student) / 6, rel=1e-9)
+    assert all(focus.chosen[i] >= 1 for i in best)
 
 
 def test_a_run_with_focus_records_what_it_chose(tiny_tokenizer):
