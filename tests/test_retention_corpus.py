@@ -120,6 +120,18 @@ def test_what_an_installed_tool_serves_and_what_the_gate_scores_are_left_out(tmp
     assert [m[0]["content"] for m in requests] == ["Find the area of two triangles, base 10 height 5 and base 3 height 4."]
 
 
+def test_a_tools_description_and_parameters_say_what_it_serves_too():
+    music = {"name": "Music_3_LookupMusic",
+             "description": "Retrieves a list of songs that match the user's specified preferences such as artist.",
+             "parameters": {"type": "object", "properties": {"album": {}, "genre": {}}}}
+    assert rc.tool_words([music]) == {"music", "song", "preference", "artist", "album", "genre"}
+    rows = [{"text": "Find songs by Adele and by Sia."}, {"text": "Which albums came out in 1999 and 2000?"},
+            {"text": "Book two tables for tonight in Rome and Milan."}]
+    # by the name alone a song request would be kept, and rehearsed as "do not call" beside
+    # demonstrations that teach the music tool to call for it
+    assert [r["text"] for r in rc.unserved(rows, [music])] == ["Book two tables for tonight in Rome and Milan."]
+
+
 def test_near_copies_of_gate_items_are_scored_and_unrelated_text_is_not():
     gate = rc.GateTexts(["What is the capital of Italy?", "Thanks, that was helpful!"])
     assert gate.scored("what is the capital of italy")  # the same after normalising

@@ -126,6 +126,16 @@ def test_a_run_with_focus_records_what_it_chose(tiny_tokenizer):
     assert focus["seconds"] > 0
 
 
+def test_focus_and_corpus_are_reachable_with_set():
+    from learner.config import parse_settings
+
+    cfg = LearnConfig(**parse_settings(["retention_corpus=fetched", "retention_focus=4",
+                                        "retention_focus_candidates=24", "retention_prompts=512"]))
+    assert (cfg.retention_corpus, cfg.retention_focus, cfg.retention_focus_candidates, cfg.retention_prompts) == \
+        ("fetched", 4, 24, 512)
+    assert (LearnConfig().retention_corpus, LearnConfig().retention_focus) == ("written", 0)  # off unless asked
+
+
 def test_focus_settings_are_checked():
     with pytest.raises(ValueError, match="retention_focus must be between 0"):
         LearnConfig(retention_batch=4, retention_focus=5)
