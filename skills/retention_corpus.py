@@ -7,7 +7,7 @@ help earlier!" in the pool; benchmarks/results/README.md, issue 12). Hundreds of
 give the term — and its focus on the prompts where the student drifts (learner.retention) —
 something to find those requests' neighbours in.
 
-- chatterbot-corpus 1.3.3 (BSD-3-Clause, 350 kB): the user turns of its English small-talk files
+- chatterbot-corpus 1.3.3 (BSD licence, 350 kB): the user turns of its English small-talk files
   (greetings, feelings, questions about the bot). Its quiz-like files (trivia, history, science,
   literature, politics, sports, movies) and its answers-only files are left out: closed-book
   questions are the gate's business.
@@ -16,9 +16,10 @@ something to find those requests' neighbours in.
   have. A skill is imported from single-call queries (skills.bfcl), so none of these can become
   a skill's demonstration or eval case; the gate's `irrelevance` questions come from other files.
 
-What no installed tool serves is decided at run time (`unserved`): a request is dropped when it,
-or the name of a BFCL function it was written for, mentions a word of an installed tool's name.
-Anything the gate scores is dropped too (`GateTexts`): the same text, or half its content words.
+What no installed tool serves is decided at run time (`unserved`): a turn or request is dropped
+when it, or the name of a BFCL function it was written for, mentions a word of an installed
+tool's name, description or parameter names (`tool_words`). Anything the gate scores is dropped
+too (`GateTexts`): the same text, or half its content words.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ CHAT = fetched.Wheel("chatterbot-corpus==1.3.3",
 CHAT_FILES = ("greetings", "conversations", "emotion", "botprofile", "food", "health", "humor", "psychology",
               "ai", "gossip", "money")
 BFCL_PARALLEL = ("parallel", "parallel_multiple", "live_parallel", "live_parallel_multiple")
-LICENSES = {"chat": "BSD-3-Clause (chatterbot-corpus)", "requests": "Apache-2.0 (bfcl-eval)"}
+LICENSES = {"chat": "BSD (chatterbot-corpus)", "requests": "Apache-2.0 (bfcl-eval)"}
 KIND = "retention"
 
 # words too generic to say what a tool is for (a function "get_product" serves product requests,
