@@ -119,7 +119,7 @@ def tool_words(tools: list[dict] | None) -> set[str]:
 
 def unserved(rows: list[dict], tools: list[dict] | None) -> list[dict]:
     """The rows no installed tool serves: neither the text nor a BFCL function it was written for
-    mentions a word of an installed tool's name."""
+    mentions one of `tool_words(tools)`."""
     words = tool_words(tools)
     return [r for r in rows
             if not words & (_words(r["text"]) | set().union(*(_words(f) for f in r.get("functions", [])), set()))]
