@@ -13,7 +13,7 @@ from agent.prompt import PromptFormat
 from learner.batch import prefix_groups, rollout_groups
 from learner.config import LearnConfig, parse_settings, shipped_config
 from learner.examples import Example, examples_from_demonstrations
-from learner.lora import STUDENT, attach_lora
+from learner.lora import attach_lora
 from learner.retention import (
     RetentionPrompt,
     build_pool,
@@ -26,6 +26,7 @@ from learner.retention import (
 )
 from learner.train import micro_step, train
 from skills.retention import EVERYDAY, everyday_messages
+from tiny import randomise_adapter
 
 CALL = {"name": "convert_units", "arguments": {"value": 5, "unit": "km"}}
 TOOL = {"name": "convert_units", "description": "Convert a value between units",
@@ -40,20 +41,12 @@ def _pool(n=4, tools_share=0.5):
     return build_pool(cfg, everyday_messages(), [[TOOL]], [])
 
 
-def _randomise(pm, scale=0.3, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in pm.named_parameters():
-            if f".{STUDENT}." in name:
-                p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * scale)
-
-
 def _student(model, tokenizer, **settings):
     """The retention tests' student: `model` (float64) with a randomised adapter, the retention
     config (kl, chunk 3, `settings` on top), the prompt format and the pad id."""
     cfg = LearnConfig(method="sft", retention="kl", chunk_size=3, **settings)
     pm = attach_lora(model, cfg)
-    _randomise(pm)
+    randomise_adapter(pm)
     return pm, cfg, PromptFormat(tokenizer), tokenizer.pad_token_id
 
 
@@ -328,7 +321,7 @@ def test_a_mixed_retention_step_samples_and_trains_per_prefix_group_with_the_one
         cfg = LearnConfig(method="sft", retention="kl", retention_temperature=0.0, retention_max_new_tokens=6,
                           retention_beta=0.5, chunk_size=4, share_prompt_prefix=share)
         pm = attach_lora(model, cfg)
-        _randomise(pm, 0.2)
+        randomise_adapter(pm, 0.2)
         objective = retention_objective(pm, cfg, {fmt.end_of_turn_id}, tiny_tokenizer.pad_token_id)
         calls.append([])
         stats = micro_step(objective, pm, pm, batch, 8, cfg, tiny_tokenizer.pad_token_id,

@@ -11,7 +11,7 @@ import torch
 from agent.prompt import CALL_OPEN, PromptFormat
 from learner.config import LearnConfig
 from learner.examples import examples_from_demonstrations
-from learner.lora import STUDENT, attach_lora
+from learner.lora import attach_lora
 from learner.retention import (
     Focus,
     build_pool,
@@ -22,6 +22,7 @@ from learner.retention import (
 )
 from learner.train import train
 from skills.retention import everyday_messages, task_messages
+from tiny import randomise_adapter
 
 TOOL = {"name": "convert_units", "description": "Convert a value between units",
         "parameters": {"type": "object", "properties": {"value": {"type": "number"}, "unit": {"type": "string"}},
@@ -34,14 +35,6 @@ DEMOS = [{"id": i, "skill": "u", "messages": [{"role": "user", "content": f"Conv
 def _pool(n=10):
     cfg = LearnConfig(retention="kl", retention_prompts=n, retention_tools_share=0.7, retention_task_share=0.3)
     return build_pool(cfg, everyday_messages(), [[TOOL]], [], task_messages([TOOL]))
-
-
-def _randomise(pm, scale=0.3, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in pm.named_parameters():
-            if f".{STUDENT}." in name:
-                p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * scale)
 
 
 def _reference(model, prompts, opening):
@@ -85,7 +78,7 @@ def test_focus_trains_on_the_prompts_where_the_student_most_exceeds_its_teacher(
     focus.batch(0, seeded)
     assert focus.history[0]["max"] == 0.0 and focus.history[0]["chosen_min"] == 0.0
 
-    _randomise(pm)
+    randomise_adapter(pm)
     seeded = retention_batch(1, len(pool), cfg)
     got = focus.batch(1, seeded)
     rows = focus.candidates(1)

@@ -115,3 +115,15 @@ def save_tiny(folder, kind: str = "fallback", seed: int = 0):
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return model, tokenizer
+
+
+def randomise_adapter(pm, scale: float = 0.3, seed: int = 1) -> None:
+    """Give a fresh LoRA student adapter seeded random weights (both A and B), so the student
+    differs from its champion (adapter off) from the first forward."""
+    from learner.lora import STUDENT
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in pm.named_parameters():
+            if f".{STUDENT}." in name:
+                p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * scale)
