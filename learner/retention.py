@@ -178,14 +178,15 @@ FOCUS_CHUNK = 16  # prompts per scoring pass: the served system prompt's keys/va
 
 @torch.no_grad()
 def opening_logprob(model, prompts: list[list[int]], opening: list[int], pad_id: int,
-                    min_shared_prefix: int | None, head=None) -> list[float]:
+                    min_shared_prefix: int | None, head=None, memo: dict | None = None) -> list[float]:
     """log P(reply opens with `opening` | prompt) per prompt: one forward of the prompt and the
-    opening's tokens, no sampling; prompts that share a system prompt run it once per chunk."""
+    opening's tokens, no sampling; prompts that share a system prompt run it once per call, or
+    never when `memo` (learner.batch.prefix_cache's, e.g. a frozen teacher's) already holds it."""
     head = head if head is not None else model.get_output_embeddings()
     ids = torch.tensor(opening, device=model.device)
     out = [0.0] * len(prompts)
+    memo = memo if memo is not None else {}  # one prefill of each shared prefix for all its chunks
     for group in prefix_groups(prompts, min_shared_prefix):
-        memo: dict = {}  # one prefill of the group's shared prefix for all its chunks
         for k in range(0, len(group), FOCUS_CHUNK):
             rows = group[k:k + FOCUS_CHUNK]
             packed = pack([prompts[i] for i in rows], [opening] * len(rows), pad_id, model.device, min_shared_prefix)
@@ -224,11 +225,14 @@ class Focus:
                 continue
             prompts = [self.pool[i].teacher_prompt_ids for i in part]
             head = obj.model.get_output_embeddings()
+            # the teachers' prefix keys/values the KL pass keeps for the run (they never change)
             if by_origin:
-                got = opening_logprob(obj.origin, prompts, self.opening, self.pad_id, self.cfg.min_shared_prefix, head)
+                got = opening_logprob(obj.origin, prompts, self.opening, self.pad_id, self.cfg.min_shared_prefix, head,
+                                      memo=obj.frozen_prefixes[True])
             else:
                 with obj._eval_mode(), teacher_context(obj.model, "base"):
-                    got = opening_logprob(obj.model, prompts, self.opening, self.pad_id, self.cfg.min_shared_prefix)
+                    got = opening_logprob(obj.model, prompts, self.opening, self.pad_id, self.cfg.min_shared_prefix,
+                                          memo=obj.frozen_prefixes[False])
             self.teacher.update({i: math.exp(v) for i, v in zip(part, got, strict=True)})
 
     def candidates(self, step: int, rank: int = 0, world: int = 1) -> list[int]:
