@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -122,6 +123,49 @@ class Sampler:
     temperature: float = 0.0
     top_p: float = 1.0
     generator: torch.Generator | None = None
+
+
+def _layout(contexts: list[list[int]], K: int, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows after a shared K-token prefix, left-padded: (ids [B, L] of the own tokens, attention
+    mask [B, K + L], position ids [B, L] counting real tokens only)."""
+    L = max(len(c) for c in contexts) - K
+    ids = torch.full((len(contexts), L), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(contexts), K + L), dtype=torch.long)
+    mask[:, :K] = 1
+    for j, c in enumerate(contexts):
+        ids[j, L - len(c) + K:] = torch.tensor(c[K:], dtype=torch.long)
+        mask[j, K + L - len(c) + K:] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    return ids, mask, positions(mask)[:, K:]
+
+
+@torch.no_grad()
+def opening_logprobs(model, prompts: list[list[int]], opening: list[int], *, pad_id: int = 0,
+                     prefix: tuple[int, DynamicCache] | None = None, batch_size: int = 8) -> list[float]:
+    """log P(the reply opens with `opening` | prompt), per prompt: one forward of each prompt's
+    own tokens and the opening, after `prefix=(K, cache)` (the prompts' common first K tokens,
+    computed once by the caller) — what a reply's first len(opening) greedy-or-not steps would
+    see, without sampling any of them."""
+    inner = getattr(model, "module", model)
+    device = inner.device
+    want = torch.tensor(opening, device=device)
+    kw = cache_kwarg(model)
+    out: list[float] = []
+    for start in range(0, len(prompts), batch_size):
+        contexts = [p + opening for p in prompts[start:start + batch_size]]
+        K = prefix[0] if prefix is not None else 0
+        if prefix is not None and K:
+            cache = copy.deepcopy(prefix[1])
+            if len(contexts) > 1:
+                cache.batch_repeat_interleave(len(contexts))
+        else:
+            cache = DynamicCache(config=inner.config)
+        ids, mask, pos = _layout(contexts, K, pad_id, device)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                       logits_to_keep=len(opening) + 1, **{kw: cache}).logits[:, :-1]
+        logp = torch.log_softmax(logits.double(), -1)
+        out += logp.gather(-1, want.expand(len(contexts), -1).unsqueeze(-1)).squeeze(-1).sum(-1).tolist()
+    return out
 
 
 def _mask_logits(logits: torch.Tensor, matchers: list, vocab_size: int) -> torch.Tensor:
@@ -202,15 +246,7 @@ def decode(
         if K:
             prefill(model, contexts[0][:K], cache)
             cache.batch_repeat_interleave(len(rows))
-    L = max(len(c) for c in contexts) - K
-    ids = torch.full((len(rows), L), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), K + L), dtype=torch.long)
-    mask[:, :K] = 1
-    for j, c in enumerate(contexts):
-        ids[j, L - len(c) + K:] = torch.tensor(c[K:], dtype=torch.long)
-        mask[j, K + L - len(c) + K:] = 1
-    ids, mask = ids.to(device), mask.to(device)
-    step_pos = positions(mask)[:, K:]
+    ids, mask, step_pos = _layout(contexts, K, pad_id, device)
 
     kw = cache_kwarg(model)
     shared = Sampler(temperature, top_p, generator)
@@ -280,6 +316,7 @@ class Request:
     seed: int | None = None
     stop: list[str] | None = None
     constrain: bool = True
+    call_threshold: float | None = None  # None: default_call_threshold()
 
 
 @dataclass
@@ -290,6 +327,7 @@ class Completion:
     prompt_tokens: int
     constrained: bool
     forced: list[int] = field(default_factory=list)  # the forced opening (unconstrained required/named)
+    call_p: float | None = None  # P(reply opens a tool call), where the call decision scored it
 
     @property
     def completion_tokens(self) -> int:
@@ -322,6 +360,44 @@ def constraining(on: bool | None) -> Iterator[bool]:
             _CONSTRAIN.reset(token)
 
 
+_CALL_THRESHOLD: ContextVar[float | None] = ContextVar("sdft_agent_call_threshold", default=None)
+CALL_THRESHOLD = 0.5  # greedy over the decision itself: call when a call is likelier than not
+
+
+def default_call_threshold() -> float:
+    """The call decision's threshold when a request does not say: a `deciding_calls(t)` block's,
+    else SDFT_AGENT_CALL_THRESHOLD, else CALL_THRESHOLD. 0 turns the decision off."""
+    scoped = _CALL_THRESHOLD.get()
+    if scoped is not None:
+        return scoped
+    raw = os.environ.get("SDFT_AGENT_CALL_THRESHOLD", "").strip()
+    if not raw:
+        return CALL_THRESHOLD
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"SDFT_AGENT_CALL_THRESHOLD must be a number in [0, 1] (0: off), got {raw!r}") from None
+    return _threshold_ok(value, "SDFT_AGENT_CALL_THRESHOLD")
+
+
+def _threshold_ok(value: float, what: str) -> float:
+    if not 0 <= value <= 1:
+        raise ValueError(f"{what} must be in [0, 1] (0: off), got {value}")
+    return float(value)
+
+
+@contextmanager
+def deciding_calls(threshold: float | None) -> Iterator[float]:
+    """Within the block, `default_call_threshold()` answers `threshold`; None leaves it as it was.
+    How a gate or a benchmark compares the decision on and off (0) in one process."""
+    token = _CALL_THRESHOLD.set(_threshold_ok(threshold, "call threshold")) if threshold is not None else None
+    try:
+        yield default_call_threshold()
+    finally:
+        if token is not None:
+            _CALL_THRESHOLD.reset(token)
+
+
 def _check(r: Request, i: int) -> None:
     if not r.prompt:
         raise ValueError(f"requests[{i}]: the prompt needs at least one token")
@@ -331,6 +407,8 @@ def _check(r: Request, i: int) -> None:
         raise ValueError(f"requests[{i}]: top_p must be in (0, 1], got {r.top_p}")
     if r.stop is not None and (isinstance(r.stop, str) or not all(isinstance(s, str) and s for s in r.stop)):
         raise ValueError(f"requests[{i}]: stop must be a list of non-empty strings")
+    if r.call_threshold is not None:
+        _threshold_ok(r.call_threshold, f"requests[{i}]: call_threshold")
 
 
 def _choice(r: Request) -> str | dict:
@@ -383,16 +461,22 @@ def complete(
     tok = fmt.tokenizer
     choices = [_choice(r) for r in requests]
     use_grammar = [_constrained(r, c) for r, c in zip(requests, choices, strict=True)]
-    grammars = grammars_for(tok, eot) if any(use_grammar) else None
     forced = [forced_ids(fmt, r) for r in requests]
     out: list[list[int]] = [[] for _ in requests]
     stopped = [False] * len(requests)
     grammar_done = [False] * len(requests)
 
     contexts = [r.prompt + f for r, f in zip(requests, forced, strict=True)]
-    k = common_prefix(contexts) if len(contexts) > 1 else 0
+    deciding = [_deciding(r, c) for r, c in zip(requests, choices, strict=True)]
+    # one prompt alone shares its prefix with the call decision's forward
+    k = common_prefix(contexts) if len(contexts) > 1 or any(deciding) else 0
     prefix = (k, prefill(model, contexts[0][:k])) if k else None  # once, for every batch
     order = sorted(range(len(requests)), key=lambda i: len(contexts[i]))
+    call_p = _decide_calls(model, fmt, requests, [i for i in order if deciding[i]], prefix, batch_size)
+    for i, p in enumerate(call_p):
+        if p is not None and p < _threshold(requests[i]):
+            choices[i], use_grammar[i] = "none", True  # answer in words: the no-call grammar
+    grammars = grammars_for(tok, eot) if any(use_grammar) else None
     for start in range(0, len(order), batch_size):
         idx = order[start: start + batch_size]
         matchers = [grammars.matcher(requests[i].tools, choices[i], requests[i].parallel_tool_calls)
@@ -431,8 +515,43 @@ def complete(
         text, cut = _cut(tok.decode(ids, skip_special_tokens=True), r.stop)
         ended = (bool(new) and new[-1] == eot) or stopped[i] or cut or grammar_done[i]
         done.append(Completion(ids=ids, text=text, finish_reason="stop" if ended else "length",
-                               prompt_tokens=len(r.prompt), constrained=use_grammar[i], forced=forced[i]))
+                               prompt_tokens=len(r.prompt), constrained=use_grammar[i], forced=forced[i],
+                               call_p=call_p[i]))
     return done
+
+
+def _threshold(r: Request) -> float:
+    return default_call_threshold() if r.call_threshold is None else r.call_threshold
+
+
+def _deciding(r: Request, choice) -> bool:
+    """Whether the call decision applies: a greedy request that leaves the choice to the model
+    (tools offered, tool_choice "auto") with a threshold above 0."""
+    return bool(r.tools) and choice == "auto" and r.temperature == 0 and _threshold(r) > 0
+
+
+def _decide_calls(model, fmt, requests: list[Request], rows: list[int],
+                  prefix: tuple[int, DynamicCache] | None, batch_size: int) -> list[float | None]:
+    """P(the reply opens `<tool_call>`) for the requests `rows` (where `_deciding`); None for
+    the others.
+
+    Greedy decoding takes the likeliest *token*, and a call's opening can be that token with a
+    small share of the probability when the rest is spread over many words (a 135M model after
+    learning a tool: P(call) 0.1–0.3 on "Good night!", every word below it). Deciding "call or
+    answer" as the binary choice it is — call only when the call is at least `threshold` likely,
+    0.5 being greedy over the decision — costs one forward of each prompt's own tokens (the
+    shared prefix is reused) and never changes a reply the model was sure of."""
+    from agent.prompt import CALL_OPEN
+
+    found: list[float | None] = [None] * len(requests)
+    if not rows:
+        return found
+    opening = fmt.tokenizer(CALL_OPEN, add_special_tokens=False)["input_ids"]
+    scores = opening_logprobs(model, [requests[i].prompt for i in rows], opening,
+                              pad_id=fmt.tokenizer.pad_token_id or 0, prefix=prefix, batch_size=batch_size)
+    for i, lp in zip(rows, scores, strict=True):
+        found[i] = math.exp(lp)
+    return found
 
 
 # ---- single-prompt helpers (what `ask`, the chat model and the overhead benchmark call) ------

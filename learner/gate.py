@@ -323,12 +323,15 @@ def decoding_settings(config: GateConfig) -> dict:
         from skills.generation import DECODING  # the decoding path records its own settings
     except ImportError:
         DECODING = {"greedy": True}
-    from agent.decode import default_constrain
+    from agent.decode import default_call_threshold, default_constrain
 
     # tool calls are constrained unless switched off for the run (SDFT_AGENT_CONSTRAIN=0): only
-    # the exception is written, so the keys of results cached under the default stay valid
+    # the exception is written, so the keys of results cached under the default stay valid; the
+    # call decision (agent.decode) is written when on, so results cached before it are not reused
     free = {} if default_constrain() else {"tool_calls": "free"}
-    return {**DECODING, "batch_size": config.batch_size, **free}
+    threshold = default_call_threshold()
+    decided = {"call_threshold": threshold} if threshold > 0 else {}
+    return {**DECODING, "batch_size": config.batch_size, **free, **decided}
 
 
 def run_gate(
