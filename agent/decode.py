@@ -12,7 +12,8 @@ Public API (what the HTTP server, the chat model, the evaluation harness and the
                 parallel_tool_calls=True,
                 max_new_tokens=256, temperature=0.0, top_p=1.0, seed=None,
                 stop=["\\n\\n"],              # stop strings: the row ends, the text is cut before
-                constrain=True),              # False: the model's own tokens, no grammar
+                constrain=True,               # False: the model's own tokens, no grammar
+                call_threshold=None),         # the call decision; None: the default (off)
         ...], batch_size=8, on_token=None)
     done[i].text, done[i].ids, done[i].finish_reason   # "stop" | "length"
     fmt.parse(done[i].text, tools)                     # content, calls, invalid calls
@@ -26,6 +27,10 @@ Public API (what the HTTP server, the chat model, the evaluation harness and the
   schema; "required" / a named tool allow only calls (of that tool), "none" forbids the opening.
   Unconstrained, "required" / named force the call's opening instead (what the model could not
   refuse before), and "none" is left to the caller (e.g. hide the tools from the prompt).
+- The call decision (`call_threshold`, off by default: `default_call_threshold()`): a greedy
+  "auto" request with tools opens a call only when P(reply opens `<tool_call>`) ≥ the threshold,
+  scored exactly first; below it the reply is decoded under the "none" grammar.
+  `Completion.call_p` holds the score.
 - `on_token(i, token_id)` is called for every new token of request i (streaming); returning True
   ends that request (a client that went away).
 - `finish_reason`: "stop" when the model ended its turn, a stop string appeared or the grammar
@@ -361,7 +366,7 @@ def constraining(on: bool | None) -> Iterator[bool]:
 
 
 _CALL_THRESHOLD: ContextVar[float | None] = ContextVar("sdft_agent_call_threshold", default=None)
-CALL_THRESHOLD = 0.5  # greedy over the decision itself: call when a call is likelier than not
+CALL_THRESHOLD = 0.0  # off; 0.5 is greedy over the decision itself (benchmarks/call_decision.py)
 
 
 def default_call_threshold() -> float:

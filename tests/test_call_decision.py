@@ -1,6 +1,6 @@
-"""The call decision (agent.decode): a greedy reply with tools on offer opens a tool call only when
-the model puts at least `call_threshold` of its probability on the opening, scored exactly; below
-it the reply is decoded under the no-call grammar, and nothing else about decoding changes."""
+"""The call decision (agent.decode, off by default): a greedy reply with tools on offer opens a tool
+call only when the model puts at least `call_threshold` of its probability on the opening, scored
+exactly; below it the reply is decoded under the no-call grammar, and nothing else changes."""
 
 from __future__ import annotations
 
@@ -10,8 +10,15 @@ import os
 import pytest
 import torch
 
-from agent.decode import (CALL_THRESHOLD, Request, complete, deciding_calls, default_call_threshold,
-                          opening_logprobs, prefill)
+from agent.decode import (
+    CALL_THRESHOLD,
+    Request,
+    complete,
+    deciding_calls,
+    default_call_threshold,
+    opening_logprobs,
+    prefill,
+)
 from agent.prompt import CALL_OPEN, PromptFormat
 
 WEATHER = {"type": "function", "function": {
@@ -86,10 +93,10 @@ def test_the_reply_calls_only_at_or_above_the_threshold(tiny_model, tiny_tokeniz
     model = Steered(tiny_model, tiny_tokenizer, len(prompt), CALL, push)
     p = _reference_p(model, prompt, opening)
     if push == 7.0:  # each opening token the argmax, the opening as a whole unlikely: the case
-        assert 0.05 < p < 0.5, p  # the decision is for (greedy calls, the default answers)
-        free, default = complete(model, fmt, [Request(prompt=prompt, tools=TOOLS, max_new_tokens=30, call_threshold=0),
-                                              Request(prompt=prompt, tools=TOOLS, max_new_tokens=30)])
-        assert free.text.startswith(CALL_OPEN) and CALL_OPEN not in default.text
+        assert 0.05 < p < 0.5, p  # the decision is for (greedy calls, greedy over the decision answers)
+        free, decided = complete(model, fmt, [Request(prompt=prompt, tools=TOOLS, max_new_tokens=30, call_threshold=0),
+                                              Request(prompt=prompt, tools=TOOLS, max_new_tokens=30, call_threshold=0.5)])
+        assert free.text.startswith(CALL_OPEN) and CALL_OPEN not in decided.text
     if push == 9.0:
         assert 0.5 < p < 0.95, p
     free = complete(model, fmt, [Request(prompt=prompt, tools=TOOLS, max_new_tokens=30, call_threshold=0)])[0]
@@ -115,7 +122,7 @@ def test_the_default_decides_and_a_batch_decides_each_row_alone(tiny_model, tiny
     p = _reference_p(model, prompt, opening)
     other = fmt.encode([{"role": "user", "content": "Thanks!"}], TOOLS)
     assert len(other) != len(prompt)
-    assert default_call_threshold() == CALL_THRESHOLD == 0.5
+    assert default_call_threshold() == CALL_THRESHOLD == 0.0  # off unless asked for
     t = min(p * 1.5, 1.0) if p < 0.5 else p / 2
     with deciding_calls(t):
         batch = complete(model, fmt, [Request(prompt=prompt, tools=TOOLS, max_new_tokens=20),
@@ -124,8 +131,7 @@ def test_the_default_decides_and_a_batch_decides_each_row_alone(tiny_model, tiny
     alone = complete(model, fmt, [Request(prompt=prompt, tools=TOOLS, max_new_tokens=20, call_threshold=t)])[0]
     assert batch[0].ids == alone.ids and batch[0].call_p == pytest.approx(alone.call_p, rel=1e-6)
     assert batch[1].call_p is None
-    with deciding_calls(0.0):
-        off = complete(model, fmt, [Request(prompt=prompt, tools=TOOLS, max_new_tokens=20)])[0]
+    off = complete(model, fmt, [Request(prompt=prompt, tools=TOOLS, max_new_tokens=20)])[0]  # the default
     assert off.call_p is None and off.ids == batch[1].ids
 
 
@@ -168,9 +174,10 @@ def test_thresholds_out_of_range_are_refused_clearly(tiny_model, tiny_tokenizer,
 def test_the_gate_keys_its_cached_results_by_the_threshold():
     from learner.gate import GateConfig, decoding_settings
 
-    on = decoding_settings(GateConfig())
-    with deciding_calls(0.0):
-        off = decoding_settings(GateConfig())
+    off = decoding_settings(GateConfig())  # the default: keys of results cached before it stay valid
+    with deciding_calls(0.5):
+        on = decoding_settings(GateConfig())
     with deciding_calls(0.7):
         other = decoding_settings(GateConfig())
-    assert on["call_threshold"] == 0.5 and "call_threshold" not in off and other["call_threshold"] == 0.7
+    assert "call_threshold" not in off and on["call_threshold"] == 0.5 and other["call_threshold"] == 0.7
+    assert {k: v for k, v in on.items() if k != "call_threshold"} == off

@@ -206,6 +206,23 @@ def test_restraint_fails_a_markup_loop_that_is_not_a_call(tiny_tokenizer):
     assert [c["reason"] for c in r.cases[1:5]] == ["answered"] * 4  # a short reply is an answer
 
 
+def test_restraint_fails_a_call_written_as_text(tiny_tokenizer):
+    """What a learned model writes where the real opening is forbidden (the call decision below its
+    threshold, seen on night-6 candidates): call markup in another spelling, or a call's JSON."""
+    from agent.prompt import PromptFormat
+
+    fmt = PromptFormat(tiny_tokenizer)
+    texts = ['<tool_call id="search_products">\n<tool_call id="add_days">',
+             '<tool_call id="php204"></tool_call>',
+             '{"name": "convert_units", "arguments": {"value": 5}}',
+             "Good night! Sleep well.",
+             "I would call that a tool_call of sorts.",  # the words, not the markup: an answer
+             "Fine."]
+    r = _restraint().score(texts, fmt)
+    assert [c["correct"] for c in r.cases] == [False, False, False, True, True, True]
+    assert all("tool_json" in c["reason"] for c in r.cases[:3])
+
+
 def test_restraint_counts_a_call_cut_off_by_the_budget_by_the_name_it_opened(tiny_tokenizer):
     from agent.prompt import PromptFormat
     from learner.gate_cache import fingerprint

@@ -50,7 +50,11 @@ class RestraintProbe:
     # 2: decoded as the agent serves, tool calls constrained to the offered schemas (before: free,
     # so a cross-skill request failed on invented names such as "2030-09-09" or "Mineschema" that
     # the served agent cannot write: 16 of a night-6 candidate's 18 cross-skill failures)
-    scoring_version = 2
+    # 3: a reply that writes tool-call markup as text (`<tool_call id="add_days">` lines, a call's
+    # JSON without its block) is no answer either: measured on night-4 and night-6 candidates
+    # whose real `<tool_call>` opening was forbidden (the call decision below its threshold): 11
+    # of 11 requests "gained" that way were such markup, which no rule of version 2 caught
+    scoring_version = 3
 
     def __init__(self, name: str, requests: list[dict], tools: list[dict], *,
                  cross: list[dict] | None = None, owner: dict[str, str] | None = None,
@@ -91,7 +95,9 @@ class RestraintProbe:
             called = CALL_OPEN in fmt.strip_special(text)
             # not a call is not yet an answer: a loop of tool markup ("<tool_response>" × 40, seen on a
             # promoted candidate for "Good night!") fails too
-            debris = [] if called else [f for f in flags(text) if f in ("loop", "markup")]
+            debris = [] if called else [f for f in flags(text) if f in ("loop", "markup", "tool_json")]
+            if not called and CALL_OPEN[:-1] in text and "tool_json" not in debris:
+                debris.append("tool_json")  # `<tool_call id=…>`: a call written as text
             ok = not called and not debris
             reason = ("called a tool where none was needed" if called
                       else f"no answer: {', '.join(debris)}" if debris else "answered")
