@@ -20,6 +20,7 @@ from agent.decode import (
     prefill,
 )
 from agent.prompt import CALL_OPEN, PromptFormat
+from tiny import Steered
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather now.",
@@ -32,27 +33,6 @@ CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"unit": "c"}}\n</tool
 @pytest.fixture(autouse=True)
 def no_env(monkeypatch):
     monkeypatch.delenv("SDFT_AGENT_CALL_THRESHOLD", raising=False)
-
-
-class Steered(torch.nn.Module):
-    """The tiny model with `push` added, at every position of a forward (prefill, scoring or one
-    decoding step alike), to the logit of the token that continues `text` there — so how likely
-    the call is can be set, and a many-token forward sees what step-by-step decoding sees.
-    Rows must share one prompt length."""
-
-    def __init__(self, model, tokenizer, prompt_len: int, text: str, push: float):
-        super().__init__()
-        self.module = model
-        self.prompt_len = prompt_len
-        self.target = tokenizer(text, add_special_tokens=False)["input_ids"]
-        self.push = push
-
-    def forward(self, **kw):
-        out = self.module(**kw)
-        nxt = kw["position_ids"][:, -out.logits.shape[1]:] + 1 - self.prompt_len  # index of the token predicted
-        rows, cols = ((nxt >= 0) & (nxt < len(self.target))).nonzero(as_tuple=True)
-        out.logits[rows, cols, torch.tensor(self.target)[nxt[rows, cols]]] += self.push
-        return out
 
 
 def _reference_p(model, prompt: list[int], opening: list[int]) -> float:

@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from agent.constrain import ToolChoiceError, grammars_for, lark_grammar
 from agent.decode import Request, complete, generate_ids
 from agent.prompt import CALL_OPEN, PromptFormat, call_block
 from memory.toolschema import argument_errors
+from tiny import Steered
 
 BOOK = {"type": "function", "function": {
     "name": "book_trip",
@@ -36,26 +36,6 @@ WEATHER = {"name": "get_weather", "description": "Weather now.",
                           "required": ["unit"]}}
 TOOLS = [BOOK, WEATHER]
 ASK = [{"role": "user", "content": "Convert 5 miles to kilometers."}]
-
-
-class Steered(torch.nn.Module):
-    """The tiny model, pushed to write `text` from the first new token on (what a model that
-    misbehaves in a known way looks like); `module` makes agent.decode use the inner model's
-    config, device and cache argument."""
-
-    def __init__(self, model, tokenizer, prompt_len: int, text: str, push: float = 30.0):
-        super().__init__()
-        self.module = model
-        self.prompt_len = prompt_len
-        self.target = tokenizer(text, add_special_tokens=False)["input_ids"]
-        self.push = push
-
-    def forward(self, **kw):
-        out = self.module(**kw)
-        nxt = int(kw["position_ids"][0, -1]) + 1 - self.prompt_len  # index of the token predicted
-        if 0 <= nxt < len(self.target):
-            out.logits[:, -1, self.target[nxt]] += self.push
-        return out
 
 
 def _fmt_prompt(tok, tools=TOOLS, messages=ASK):

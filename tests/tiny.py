@@ -127,3 +127,26 @@ def randomise_adapter(pm, scale: float = 0.3, seed: int = 1) -> None:
         for name, p in pm.named_parameters():
             if f".{STUDENT}." in name:
                 p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * scale)
+
+
+class Steered(torch.nn.Module):
+    """The tiny model pushed to write `text` from the first new token on (what a model that
+    misbehaves in a known way looks like): `push` is added, at every position of a forward
+    (prefill, scoring or one decoding step alike), to the logit of the token that continues
+    `text` there, so a many-token forward sees what step-by-step decoding sees, and a small push
+    sets how likely the text is. Rows must share one prompt length; `module` makes agent.decode
+    use the inner model's config, device and cache argument."""
+
+    def __init__(self, model, tokenizer, prompt_len: int, text: str, push: float = 30.0):
+        super().__init__()
+        self.module = model
+        self.prompt_len = prompt_len
+        self.target = tokenizer(text, add_special_tokens=False)["input_ids"]
+        self.push = push
+
+    def forward(self, **kw):
+        out = self.module(**kw)
+        nxt = kw["position_ids"][:, -out.logits.shape[1]:] + 1 - self.prompt_len  # index of the token predicted
+        rows, cols = ((nxt >= 0) & (nxt < len(self.target))).nonzero(as_tuple=True)
+        out.logits[rows, cols, torch.tensor(self.target)[nxt[rows, cols]]] += self.push
+        return out
