@@ -55,7 +55,7 @@ def curve(at0: list[dict], at1: list[dict], p: list[float | None], grid: list[fl
     where P ≥ t and has its no-call reply (threshold 1) below; an undecided case is the same."""
     out = {}
     for t in grid:
-        ok = [(c0 if (pi is None or pi >= t or t == 0) else c1)["correct"] for c0, c1, pi in zip(at0, at1, p, strict=True)]
+        ok = [(c0 if pi is None or pi >= t else c1)["correct"] for c0, c1, pi in zip(at0, at1, p, strict=True)]
         out[t] = sum(bool(x) for x in ok) / len(ok)
     return out
 
