@@ -27,6 +27,7 @@ from langchain_core.callbacks import CallbackManager
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
 from agent.answer import answer_after_tools  # issue 13 hook
+from agent.routing import route
 from agent.chat_model import LocalChatModel, from_dicts, text_of, to_dicts
 from agent.feedback import judge, prompt_of, skill_of
 from agent.recorder import EPISODE_TAG
@@ -52,6 +53,9 @@ class AgentConfig:
     repair_turns: int = 1  # turns that show the model its invalid call before failing
     max_tool_output_chars: int = MAX_OUTPUT_CHARS
     system: str | None = None  # None: the prompt format's default (what the learner trains on)
+    # offer only the tools of skills whose demonstrations the question resembles (agent.routing);
+    # False: every tool, every question. Never when the episode names its skill.
+    route_tools: bool = False
 
 
 @dataclass
@@ -69,6 +73,7 @@ class Episode:
     status: str = "running"  # answered | failed | turn_limit | crashed
     error: str | None = None
     recalled: list[int] = field(default_factory=list)  # demonstration ids put in the context
+    offered: list[str] | None = None  # tool names offered; None: every tool (not routed)
     turns: int = 0
     usage: dict = field(default_factory=lambda: {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0})
     learned_turn: int | None = None  # index in `messages` of the turn a demonstration would learn
@@ -93,7 +98,7 @@ class Episode:
             "skill": self.skill,
             "model_version": self.model_version,
             "meta": {"status": self.status, "error": self.error, "turns": self.turns,
-                     "recalled": self.recalled, "invalid_calls": self.invalid_calls,
+                     "recalled": self.recalled, "offered": self.offered, "invalid_calls": self.invalid_calls,
                      "tool_results": [{k: r[k] for k in ("name", "status", "truncated")} for r in self.tool_results],
                      "usage": self.usage},
         }
@@ -155,6 +160,7 @@ class Agent:
         k = cfg.recall_k if recall is None else recall
         demos = self.memory.recall(question, k=k, skill=skill) if self.memory is not None and k > 0 else []
         episode.recalled = [d["id"] for d in demos]
+        tools = self._offered(question, skill, episode)
         head: list[BaseMessage] = [SystemMessage(cfg.system)] if cfg.system else []
         convo: list[BaseMessage] = [HumanMessage(question)]
         prefix = head + from_dicts(demonstration_messages(demos))
@@ -166,7 +172,7 @@ class Agent:
                                       "messages": to_dicts(head + convo)},
                                      name="agent_episode")
         try:
-            self._loop(llm, episode, prefix, convo, {"callbacks": run.get_child()}, len(head))
+            self._loop(llm, episode, prefix, convo, {"callbacks": run.get_child()}, len(head), tools)
         except BaseException as exc:
             run.on_chain_error(exc)
             episode.status, episode.error = "crashed", f"{type(exc).__name__}: {exc}"
@@ -180,6 +186,14 @@ class Agent:
         self.last = episode
         return episode
 
+    def _offered(self, question: str, skill: str | None, episode: Episode) -> list[Tool]:
+        """The tools this question is offered: all of them, or the routed ones (agent.routing)."""
+        if not (self.config.route_tools and self.memory is not None and self.tools and skill is None):
+            return self.tools
+        offered = set(route(self.memory, question, [t.name for t in self.tools]).offered)
+        episode.offered = [t.name for t in self.tools if t.name in offered]
+        return [t for t in self.tools if t.name in offered]
+
     def _write(self, record: dict, episode: Episode) -> None:
         """The episode's one write to memory (memory.records.Episode through Memory.add_episode).
         A refused record is logged, not raised: the user still gets the answer."""
@@ -191,11 +205,11 @@ class Agent:
             log.warning("episode not recorded: %s", exc)
 
     def _loop(self, llm: LocalChatModel, episode: Episode, prefix: list[BaseMessage],
-              convo: list[BaseMessage], config: Any, offset: int) -> None:
+              convo: list[BaseMessage], config: Any, offset: int, tools: list[Tool]) -> None:
         """`offset`: messages before `convo` in the recorded conversation (the system message)."""
         cfg = self.config
-        bound = llm.bind_tools(self.schemas) if self.tools else llm
-        by_name = {t.name: t for t in self.tools}
+        bound = llm.bind_tools([t.schema for t in tools]) if tools else llm
+        by_name = {t.name: t for t in tools}
         markers = special_markers(llm.runtime.current().tokenizer)
         repairs = 0
         for turn in range(1, cfg.max_turns + 1):

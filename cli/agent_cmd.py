@@ -30,6 +30,11 @@ ConstrainOption = Annotated[bool | None, typer.Option(
     help="Tool calls follow the offered tools' schemas (constrained decoding, the default unless "
          "SDFT_AGENT_CONSTRAIN=0); --no-constrain decodes the model's own tokens.")]
 
+RouteOption = Annotated[bool | None, typer.Option(
+    "--route/--all-tools",
+    help="Offer each question only the tools of skills whose demonstrations it resembles "
+         "(agent.routing), or every installed tool (the default: see the README).")]
+
 HELP = """commands:
   /good [note]    the last answer was right (kept as a demonstration to learn from)
   /bad [note]     the last answer was wrong
@@ -68,7 +73,7 @@ def resolve_constrain(constrain: bool | None) -> bool:
     return default_constrain() if constrain is None else constrain
 
 
-def build_agent(memory, *, home, skill, recall, model, max_new_tokens, max_turns, constrain=None):
+def build_agent(memory, *, home, skill, recall, model, max_new_tokens, max_turns, constrain=None, route=None):
     from transformers.utils import logging as hf_logging
 
     from agent.chat_model import LocalChatModel
@@ -78,6 +83,8 @@ def build_agent(memory, *, home, skill, recall, model, max_new_tokens, max_turns
     llm = LocalChatModel.from_store(home, version=model, max_new_tokens=max_new_tokens,
                                     constrain=resolve_constrain(constrain))
     config = AgentConfig(recall_k=recall, max_turns=max_turns)
+    if route is not None:
+        config.route_tools = route
     return Agent(llm, skill_tools(memory, skill), memory=memory, skill=skill, config=config)
 
 
@@ -112,6 +119,7 @@ def run(
     max_new_tokens: MaxTokensOption = 256,
     max_turns: MaxTurnsOption = 6,
     constrain: ConstrainOption = None,
+    route: RouteOption = None,
     home: HomeOption = None,
 ):
     """Answer one question with the skills' tools: one episode, recorded in memory.
@@ -122,11 +130,12 @@ def run(
 
     with Memory(home) as memory:
         agent = build_agent(memory, home=home, skill=skill, recall=recall, model=model,
-                            max_new_tokens=max_new_tokens, max_turns=max_turns, constrain=constrain)
+                            max_new_tokens=max_new_tokens, max_turns=max_turns, constrain=constrain,
+                            route=route)
         ep = agent.run(question)
     if as_json:
         keys = ("id", "model_version", "skill", "question", "status", "answer", "error", "tool_calls",
-                "tool_results", "invalid_calls", "recalled", "turns", "usage")
+                "tool_results", "invalid_calls", "recalled", "offered", "turns", "usage")
         out = {("episode_id" if k == "id" else k): getattr(ep, k) for k in keys}
         out["constrained"] = agent.llm.constrain
         typer.echo(json.dumps(out, ensure_ascii=False, indent=2))
@@ -142,6 +151,7 @@ def chat(
     max_new_tokens: MaxTokensOption = 256,
     max_turns: MaxTurnsOption = 6,
     constrain: ConstrainOption = None,
+    route: RouteOption = None,
     home: HomeOption = None,
 ):
     """Talk with the agent. Every question is an episode kept in memory; judge it with /good or
@@ -153,7 +163,8 @@ def chat(
 
     with Memory(home) as memory:
         agent = build_agent(memory, home=home, skill=skill, recall=recall, model=model,
-                            max_new_tokens=max_new_tokens, max_turns=max_turns, constrain=constrain)
+                            max_new_tokens=max_new_tokens, max_turns=max_turns, constrain=constrain,
+                            route=route)
         version = agent.llm.runtime.current().version
         tools = ", ".join(t.name for t in agent.tools) or "none (install a skill pack to add some)"
         decoding = "" if agent.llm.constrain else " · unconstrained tool calls"

@@ -31,6 +31,9 @@ from memory.records import Episode, Skill
 from memory.runs import RUN_FIELDS, RUN_STATUSES, Runs
 from memory.validate import OUTCOMES, ValidationError
 
+DEMOS_BY_SKILL = ("SELECT s.name, count(d.id) FROM skills s LEFT JOIN demonstrations d ON d.skill_id = s.id "
+                  "GROUP BY s.id ORDER BY s.name")
+
 __all__ = ["Memory", "NotFoundError", "ValidationError", "RUN_STATUSES", "RUN_FIELDS", "is_locked_error"]
 
 
@@ -196,6 +199,11 @@ class Memory:
             return self.demo_repo.many(ids)
         return self.demo_repo.all(skill)
 
+    def demonstration_counts(self) -> dict[str, int]:
+        """Demonstrations per installed skill, by name (0 for a skill with none yet)."""
+        with self.snapshot() as db:
+            return dict(db.execute(DEMOS_BY_SKILL).fetchall())
+
     def recall(self, query: str, k: int = 3, skill: str | None = None, *, exact: bool = False) -> list[dict]:
         """The k demonstrations most relevant to `query` by BM25, best first (memory.demonstrations)."""
         return self.demo_repo.recall(query, k, skill, exact=exact)
@@ -279,9 +287,7 @@ class Memory:
                 "demonstrations_unlearned": count(
                     "SELECT count(*) FROM demonstrations d WHERE " + UNLEARNED, [ATTEMPTS]),
                 "duplicates_seen": count("SELECT coalesce(sum(duplicates), 0) FROM demonstrations"),
-                "demonstrations_by_skill": dict(db.execute(
-                    "SELECT s.name, count(d.id) FROM skills s LEFT JOIN demonstrations d ON d.skill_id = s.id "
-                    "GROUP BY s.id ORDER BY s.name").fetchall()),
+                "demonstrations_by_skill": dict(db.execute(DEMOS_BY_SKILL).fetchall()),
                 "eval_cases": db["eval_cases"].count,
                 "learn_runs": db["learn_runs"].count,
                 "runs_by_status": dict(db.execute(

@@ -43,7 +43,9 @@ CLOSED_BOOK_SETS = ("trivia_qa", "nq_open")
 # restraint, drift from the champion), then the cheap extras.
 DEFAULT_SETS = ("plain_facts", *CLOSED_BOOK_SETS, "open_answers", "ifeval", "tool_restraint", "drift_champion",
                 *FETCHED_SETS, "drift")
-ALL_SETS = (*DEFAULT_SETS, "instructions")
+# tool_restraint_routed: restraint as an agent that routes tools serves (agent.routing): measured
+# beside tool_restraint, not a default (the gate judges what every application with these tools sees)
+ALL_SETS = (*DEFAULT_SETS, "instructions", "tool_restraint_routed")
 DEFAULT_LIMIT = 100
 DEFAULT_SEED = 0
 CLOSED_BOOK_DRIFT = 20  # closed-book questions added to the open requests for drift vs champion
@@ -171,9 +173,10 @@ def default_probes(home, *, sets: tuple[str, ...] = DEFAULT_SETS, limit: int | N
             notes.append(f"skipped ifeval: {exc}")
     if "instructions" in sets:
         probes.append(InstructionProbe("instructions", subset(builtin.INSTRUCTIONS, limit, seed), max_new_tokens))
-    if "tool_restraint" in sets:
+    restraint = [s for s in ("tool_restraint", "tool_restraint_routed") if s in sets]
+    if restraint:
         if memory is None:
-            notes.append("skipped tool_restraint: no memory to read the installed tools from")
+            notes.append(f"skipped {', '.join(restraint)}: no memory to read the installed tools from")
         else:
             irrelevant: list[dict] = []
             try:
@@ -185,11 +188,12 @@ def default_probes(home, *, sets: tuple[str, ...] = DEFAULT_SETS, limit: int | N
                     irrelevant += [{"id": r["id"], "question": r["question"]} for r in subset(rows, take, seed)]
             except (ProbeFetchError, OSError, ValueError) as exc:
                 notes.append(f"tool_restraint without the BFCL irrelevance sets: {exc}")
-            p = restraint_probe(memory, irrelevant)
-            if p is None:
-                notes.append("skipped tool_restraint: no tool is installed")
-            else:
-                probes.append(p)
+            for s in restraint:
+                p = restraint_probe(memory, irrelevant, name=s, routed=s == "tool_restraint_routed")
+                if p is None:
+                    notes.append(f"skipped {s}: no tool is installed")
+                else:
+                    probes.append(p)
     if "drift_champion" in sets:
         opened = [p for p in probes if isinstance(p, OpenHealthProbe)]
         convs = [[{"role": "user", "content": r}] for r in (opened[0] if opened else OpenHealthProbe()).requests]

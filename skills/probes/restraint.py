@@ -58,16 +58,33 @@ class RestraintProbe:
 
     def __init__(self, name: str, requests: list[dict], tools: list[dict], *,
                  cross: list[dict] | None = None, owner: dict[str, str] | None = None,
-                 max_new_tokens: int = MAX_NEW_TOKENS):
+                 max_new_tokens: int = MAX_NEW_TOKENS, routes: dict[str, list[str]] | None = None):
+        """routes: case id ("r…"/"x…") -> the tool names that request is offered, as a routing
+        agent serves (agent.routing); None: every tool, every request."""
         if not tools:
             raise ValueError(f"{name}: restraint needs the installed tools (none are installed)")
         self.name, self.requests, self.tools = name, requests, tools
         self.cross, self.owner = cross or [], owner or {}
         self.max_new_tokens = max_new_tokens
+        self.routes = routes
+        if routes is not None:
+            missing = [i for i in self.case_ids() if i not in routes]
+            if missing:
+                raise ValueError(f"{name}: no route for case(s) {', '.join(missing[:5])}")
+
+    def case_ids(self) -> list[str]:
+        return [f"r{r['id']}" for r in self.requests] + [f"x{c['id']}" for c in self.cross]
 
     def items_key(self) -> list:
-        return [self.max_new_tokens, self.tools, [[r["id"], r["question"]] for r in self.requests],
-                [[c["id"], c["skill"], c["messages"]] for c in self.cross], sorted(self.owner.items())]
+        key = [self.max_new_tokens, self.tools, [[r["id"], r["question"]] for r in self.requests],
+               [[c["id"], c["skill"], c["messages"]] for c in self.cross], sorted(self.owner.items())]
+        return key if self.routes is None else [*key, sorted(self.routes.items())]
+
+    def offered(self) -> list[list[dict]]:
+        """The tools each case is offered, in case order."""
+        if self.routes is None:
+            return [self.tools for _ in self.case_ids()]
+        return [[t for t in self.tools if t["name"] in self.routes[i]] for i in self.case_ids()]
 
     def run(self, model, tokenizer, *, batch_size: int = 8, model_name: str | None = None,
             constrain: bool | None = None, **_) -> SuiteResult:
@@ -79,11 +96,20 @@ class RestraintProbe:
 
         t0 = time.perf_counter()
         fmt = PromptFormat(tokenizer)
-        prompts = [fmt.encode([{"role": "user", "content": r["question"]}], self.tools) for r in self.requests]
-        prompts += [fmt.encode(c["messages"], self.tools) for c in self.cross]
+        convs = [[{"role": "user", "content": r["question"]}] for r in self.requests] + [c["messages"] for c in self.cross]
+        offered = self.offered()
         constrained = default_constrain() if constrain is None else bool(constrain)
-        texts = generate_texts(model, fmt, prompts, max_new_tokens=self.max_new_tokens, batch_size=batch_size,
-                               tools=self.tools, constrain=constrained)
+        texts = [""] * len(convs)
+        groups: dict[tuple[str, ...], list[int]] = {}  # one batch per tool set: its prompts share their prefix
+        for i, tools in enumerate(offered):
+            groups.setdefault(tuple(t["name"] for t in tools), []).append(i)
+        for rows in groups.values():
+            tools = offered[rows[0]] or None
+            done = generate_texts(model, fmt, [fmt.encode(convs[i], tools) for i in rows],
+                                  max_new_tokens=self.max_new_tokens, batch_size=batch_size, tools=tools,
+                                  constrain=constrained)
+            for i, text in zip(rows, done, strict=True):
+                texts[i] = text
         return self.score(texts, fmt, model_name=model_name, wall_s=time.perf_counter() - t0,
                           constrained=constrained)
 
@@ -113,6 +139,13 @@ class RestraintProbe:
                           else "no foreign tool"})
         notes = [f"{len(self.tools)} tool(s) offered; {n} request(s) needing none; "
                  f"{len(self.cross)} skill request(s) checked for foreign calls"]
+        if self.routes is not None:
+            sizes = [len(t) for t in self.offered()]
+            notes[0] = (f"routed among {len(self.tools)} tool(s): {sum(sizes) / len(sizes):.1f} offered on "
+                        f"average, none to {sizes[:n].count(0)} of {n} request(s) needing none; "
+                        f"{len(self.cross)} skill request(s) checked for foreign calls")
+            for case, tools in zip(cases, self.offered(), strict=True):
+                case["offered"] = [t["name"] for t in tools]
         if constrained is not None:
             notes.append(f"decoding: {'constrained' if constrained else 'free'}")
         return SuiteResult(name=self.name, kind=KIND, cases=cases, model=model_name, wall_s=wall_s, notes=notes,
@@ -120,9 +153,11 @@ class RestraintProbe:
 
 
 def restraint_probe(memory, irrelevant: list[dict], *, per_skill: int = 4, name: str = "tool_restraint",
-                    max_new_tokens: int = MAX_NEW_TOKENS) -> RestraintProbe | None:
+                    max_new_tokens: int = MAX_NEW_TOKENS, routed: bool = False) -> RestraintProbe | None:
     """The suite for what `memory` has installed (None when no tool is installed): the tools
-    exactly as the agent serves them (Memory.served_tools)."""
+    exactly as the agent serves them (Memory.served_tools), every one to every request, or with
+    `routed` the ones agent.routing offers each request (its routes fixed when the suite is built,
+    so a champion and its candidate are asked the same prompts)."""
     tools, owner, cross = [], {}, []
     skills = memory.list_skills()
     for skill, t in memory.served_tools_by_skill():
@@ -135,4 +170,12 @@ def restraint_probe(memory, irrelevant: list[dict], *, per_skill: int = 4, name:
             for case in memory.eval_cases(s["name"])[:per_skill]:
                 cross.append({"id": f"{s['name']}-{case.get('id')}", "messages": case["messages"], "skill": s["name"]})
     requests = [{"id": f"e{i:02d}", "question": q} for i, q in enumerate(EVERYDAY)] + list(irrelevant)
-    return RestraintProbe(name, requests, tools, cross=cross, owner=owner, max_new_tokens=max_new_tokens)
+    routes = None
+    if routed:
+        from agent.routing import route
+
+        names = [t["name"] for t in tools]
+        routes = {f"r{r['id']}": route(memory, r["question"], names).offered for r in requests}
+        routes |= {f"x{c['id']}": route(memory, user_text(c["messages"]), names).offered for c in cross}
+    return RestraintProbe(name, requests, tools, cross=cross, owner=owner, max_new_tokens=max_new_tokens,
+                          routes=routes)
