@@ -101,7 +101,8 @@ def show_episode(ep) -> None:
     else:
         console.print(Text(f"no answer: {ep.error}", style="bold red"))
     where = f"episode {ep.id}" if ep.id is not None else "not recorded"
-    console.print(Text(f"  [{where}, model {ep.model_version}]", style="dim"))
+    routed = "" if ep.offered is None else f", tools offered: {', '.join(ep.offered) or 'none'}"
+    console.print(Text(f"  [{where}, model {ep.model_version}{routed}]", style="dim"))
 
 
 def _short(text: str, width: int = 200) -> str:

@@ -74,3 +74,24 @@ def test_chat_session_with_feedback_and_teaching(store_home, script):
         assert [d["source"] for d in demos] == ["live", "taught"]
         assert demos[1]["tool_calls"] == [{"name": "add_days", "arguments": {"date": "2024-01-01", "days": 30}}]
         assert mem.episode(1)["outcome"] == "success" and mem.episode(2)["outcome"] == "failure"
+
+
+def test_run_route_offers_small_talk_no_tool_and_a_date_question_the_date_tools(store_home, script):
+    script += ["You're welcome!"]
+    with Memory(store_home) as mem:  # routing judges a skill by its demonstrations
+        mem.add_demonstrations("date_math", [{
+            "messages": [{"role": "user", "content": "How many days from 2023-05-01 to 2023-06-01?"}],
+            "tool_calls": [{"name": "days_between", "arguments": {"start": "2023-05-01", "end": "2023-06-01"}}]}])
+    thanks = runner.invoke(app, ["run", "Thanks, that was helpful!", "--route", "--recall", "0", "--json",
+                                 "--home", str(store_home)])
+    assert thanks.exit_code == 0, thanks.output
+    assert json.loads(thanks.stdout)["offered"] == [] and json.loads(thanks.stdout)["answer"] == "You're welcome!"
+    script[:] = [call("days_between", start="2024-01-01", end="2024-03-01"), "60 days."]
+    days = runner.invoke(app, ["run", "How many days are there from 2024-01-01 to 2024-03-01?", "--route",
+                               "--recall", "0", "--json", "--home", str(store_home)])
+    out = json.loads(days.stdout)
+    with Memory(store_home) as mem:
+        date_tools = [t["name"] for t in mem.tools_for("date_math")]
+    assert out["offered"] == date_tools and out["answer"] == "60 days."
+    plain = runner.invoke(app, ["run", "Thanks!", "--all-tools", "--json", "--home", str(store_home)])
+    assert json.loads(plain.stdout)["offered"] is None
