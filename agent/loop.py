@@ -27,7 +27,7 @@ from langchain_core.callbacks import CallbackManager
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
 from agent.answer import answer_after_tools  # issue 13 hook
-from agent.routing import route
+from agent.routing import Router
 from agent.chat_model import LocalChatModel, from_dicts, text_of, to_dicts
 from agent.feedback import judge, prompt_of, skill_of
 from agent.recorder import EPISODE_TAG
@@ -134,6 +134,7 @@ class Agent:
         skill: str | None = None,
         config: AgentConfig | None = None,
         callbacks: Sequence[Any] = (),
+        router: Router | None = None,
     ):
         self.llm = llm
         self.tools: list[Tool] = as_tools(tools)
@@ -142,6 +143,8 @@ class Agent:
         self.config = config or AgentConfig()
         self.callbacks = list(callbacks)
         self.last: Episode | None = None
+        # with route_tools: `router`, else one knowing only the demonstrations (no "no tool" examples)
+        self.router = router
 
     @property
     def schemas(self) -> list[dict]:
@@ -190,7 +193,9 @@ class Agent:
         """The tools this question is offered: all of them, or the routed ones (agent.routing)."""
         if not (self.config.route_tools and self.memory is not None and self.tools and skill is None):
             return self.tools
-        offered = set(route(self.memory, question, [t.name for t in self.tools]).offered)
+        if self.router is None:
+            self.router = Router(self.memory)
+        offered = set(self.router.route(question, [t.name for t in self.tools]).offered)
         episode.offered = [t.name for t in self.tools if t.name in offered]
         return [t for t in self.tools if t.name in offered]
 

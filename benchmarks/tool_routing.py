@@ -28,24 +28,25 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.routing import route  # noqa: E402
+from agent.routing import Router  # noqa: E402
 from learner.config import parse_settings  # noqa: E402
 from learner.gate import GateConfig, _load  # noqa: E402
 from memory.models import ModelStore  # noqa: E402
 from memory.store import Memory  # noqa: E402
 from skills.evaluate import evaluate_skill, user_text  # noqa: E402
 from skills.probes import default_probes  # noqa: E402
+from skills.retention import unneeded_requests  # noqa: E402
 
 CONDITIONS = ("own", "all", "routed")
 
 
-def routing_table(memory, names: list[str], restraint) -> dict:
+def routing_table(memory, router: Router, names: list[str], restraint) -> dict:
     """What routing offers, no model: per skill, how many held-out requests are offered their
     expected tools; for restraint, how many tools each request is offered."""
     out = {"skills": {}, "restraint": {}}
     for s in memory.list_skills():
         cases = memory.eval_cases(s["name"])
-        offered = [route(memory, user_text(c["messages"]), names).offered for c in cases]
+        offered = [router.route(user_text(c["messages"]), names).offered for c in cases]
         reach = [all(e["name"] in o for e in c["expected"]) for c, o in zip(cases, offered, strict=True)]
         out["skills"][s["name"]] = {"n": len(cases), "reached": sum(reach),
                                     "mean_offered": sum(map(len, offered)) / max(1, len(offered))}
@@ -57,7 +58,8 @@ def routing_table(memory, names: list[str], restraint) -> dict:
     return out
 
 
-def skill_accuracy(model, tok, memory, skill: str, condition: str, served: list[dict], batch_size: int) -> dict:
+def skill_accuracy(model, tok, memory, router: Router, skill: str, condition: str, served: list[dict],
+                   batch_size: int) -> dict:
     cases = memory.eval_cases(skill)
     if condition == "own":
         groups = {None: (memory.tools_for(skill), list(range(len(cases))))}
@@ -67,7 +69,7 @@ def skill_accuracy(model, tok, memory, skill: str, condition: str, served: list[
         groups = {}
         names = [t["name"] for t in served]
         for i, c in enumerate(cases):
-            offered = route(memory, user_text(c["messages"]), names).offered
+            offered = router.route(user_text(c["messages"]), names).offered
             groups.setdefault(tuple(offered), ([t for t in served if t["name"] in offered], []))[1].append(i)
     correct: dict[int, tuple[bool, str]] = {}
     for tools, rows in groups.values():
@@ -93,6 +95,8 @@ def main() -> None:
     ap.add_argument("--conditions", default="all,routed",
                     help=f"skills' tool sets to measure, of {','.join(CONDITIONS)} (own: the gate's skill suites)")
     ap.add_argument("--gate-set", action="append", default=[], metavar="FIELD=VALUE", help="GateConfig field")
+    ap.add_argument("--restraint", default="tool_restraint,tool_restraint_routed",
+                    help="restraint suites to run (tool_restraint: every tool; tool_restraint_routed)")
     ap.add_argument("--routing-only", action="store_true", help="print what routing offers; no model runs")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
@@ -111,7 +115,9 @@ def main() -> None:
                                        fetch=config.fetch_probes, memory=memory)
         served = memory.served_tools()
         names = [t["name"] for t in served]
-        doc["routing"] = routing_table(memory, names, probes[1])
+        router = Router(memory, unneeded_requests(served))  # as `run --route` and the routed suite
+        doc["routing"] = routing_table(memory, router, names, probes[1])
+        probes = [p for p in probes if p.name in args.restraint.split(",")]
         doc["notes"] = notes
         print(json.dumps(doc["routing"], indent=1), flush=True)
         if args.routing_only:
@@ -134,7 +140,8 @@ def main() -> None:
                 for s in memory.list_skills():
                     for condition in conditions:
                         t0 = time.perf_counter()
-                        acc = skill_accuracy(model, tok, memory, s["name"], condition, served, config.batch_size)
+                        acc = skill_accuracy(model, tok, memory, router, s["name"], condition, served,
+                                             config.batch_size)
                         doc["rows"].append({"version": version, "suite": s["name"], "tools": condition,
                                             "seconds": round(time.perf_counter() - t0, 1), **acc})
                         print(f"{version:6} {s['name']:22} {condition:6} {acc['accuracy']:6.1%} "

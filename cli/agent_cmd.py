@@ -78,6 +78,8 @@ def build_agent(memory, *, home, skill, recall, model, max_new_tokens, max_turns
 
     from agent.chat_model import LocalChatModel
     from agent.loop import Agent, AgentConfig
+    from agent.routing import Router
+    from skills.retention import unneeded_requests
 
     hf_logging.disable_progress_bar()  # a "Loading weights" bar per promotion is noise in a chat
     llm = LocalChatModel.from_store(home, version=model, max_new_tokens=max_new_tokens,
@@ -85,7 +87,8 @@ def build_agent(memory, *, home, skill, recall, model, max_new_tokens, max_turns
     config = AgentConfig(recall_k=recall, max_turns=max_turns)
     if route is not None:
         config.route_tools = route
-    return Agent(llm, skill_tools(memory, skill), memory=memory, skill=skill, config=config)
+    router = Router(memory, unneeded_requests(memory.served_tools())) if config.route_tools else None
+    return Agent(llm, skill_tools(memory, skill), memory=memory, skill=skill, config=config, router=router)
 
 
 def show_episode(ep) -> None:

@@ -171,3 +171,9 @@ def task_messages(tools: list[dict] | None = None) -> list[list[dict]]:
 def everyday_messages() -> list[list[dict]]:
     """Each prompt as a one-turn conversation (the system message is the prompt format's)."""
     return [[{"role": "user", "content": p}] for p in EVERYDAY]
+
+
+def unneeded_requests(tools: list[dict] | None = None) -> list[str]:
+    """Requests that need none of `tools`: the everyday prompts and the tool-sounding ones no
+    tool serves. The tool router's examples of "no tool" (agent.routing.Router)."""
+    return [m[0]["content"] for m in everyday_messages() + task_messages(tools)]

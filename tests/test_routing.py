@@ -8,7 +8,7 @@ import pytest
 import skills.generation as generation
 from agent.loop import Agent, AgentConfig
 from agent.prompt import PromptFormat
-from agent.routing import route
+from agent.routing import Router
 from agent_support import DATE_TOOLS, MULTIPLY, call, scripted_llm
 from memory.store import Memory
 from skills.probes.restraint import RestraintProbe, restraint_probe
@@ -51,18 +51,22 @@ def memory(home):
 ALL = ["multiply", "add", *DATE_NAMES, "lookup_order", "weather"]
 
 
+def route(memory, question, names, **kw):
+    return Router(memory, **kw).route(question, names)
+
+
 def test_a_request_is_offered_the_tools_of_the_skills_it_resembles(memory):
     r = route(memory, "Please multiply 8 by 5", ALL)
     # math's two tools (a math demonstration matched), orders' (no demonstration yet) and the
     # tool no skill owns; dates' withheld; the caller's order kept
     assert r.offered == ["multiply", "add", "lookup_order", "weather"]
     assert r.withheld == DATE_NAMES
-    assert set(r.matched) == {"math"} and r.unjudged == ["lookup_order", "weather"]
+    assert r.matched == ["math"] and r.unjudged == ["lookup_order", "weather"]
 
 
 def test_a_request_resembling_no_skill_keeps_only_the_unjudged_tools(memory):
     r = route(memory, "Thanks, that was helpful!", ALL)
-    assert r.offered == ["lookup_order", "weather"] and r.matched == {}
+    assert r.offered == ["lookup_order", "weather"] and r.matched == []
     assert r.withheld == ["multiply", "add", *DATE_NAMES]
 
 
@@ -73,16 +77,40 @@ def test_several_skills_matched_offer_all_their_tools(memory):
 
 
 def test_a_skill_gaining_its_first_demonstration_starts_being_judged(memory):
-    assert "lookup_order" in route(memory, "Good night!", ALL).offered
+    router = Router(memory)
+    assert "lookup_order" in router.route("Good night!", ALL).offered
     memory.add_demonstrations("orders", [{"messages": user("Where is order A-17?"),
                                           "tool_calls": [{"name": "lookup_order", "arguments": {"order": "A-17"}}]}])
-    assert "lookup_order" not in route(memory, "Good night!", ALL).offered
-    assert "lookup_order" in route(memory, "where is my order B-2?", ALL).offered
+    # the same router sees the new demonstration (its index is rebuilt when the counts change)
+    assert "lookup_order" not in router.route("Good night!", ALL).offered
+    assert "lookup_order" in router.route("where is my order B-2?", ALL).offered
+
+
+def test_an_unneeded_request_ranked_above_a_skill_keeps_its_tools_back(memory):
+    """"Thanks for the numbers" shares "numbers" with nothing, "thanks" with a math
+    demonstration: alone, math is offered; with a no-tool request about thanking ranked above it,
+    nothing is."""
+    memory.add_demonstrations("math", [{"messages": user("Thanks! Now add 2 and 2"),
+                                        "tool_calls": [{"name": "add", "arguments": {"a": 2, "b": 2}}]}])
+    assert route(memory, "Thanks, that was kind", ALL).matched == ["math"]
+    r = route(memory, "Thanks, that was kind", ALL, unneeded=["How do I say thanks to a kind neighbour?"])
+    assert r.matched == [] and r.offered == ["lookup_order", "weather"]
+    # below the skill's demonstration it changes nothing
+    r = route(memory, "Please multiply 8 by 5", ALL, unneeded=["Thanks a lot!"])
+    assert r.matched == ["math"]
+
+
+def test_only_the_k_most_similar_texts_decide(memory):
+    # math's "Add 3 and 4" and dates' "30 days after 2024-01-01" both match; with k = 1 only the
+    # first of them decides
+    both = route(memory, "add 3 days after 2024-01-01", ALL).matched
+    assert sorted(both) == ["dates", "math"]
+    assert route(memory, "add 3 days after 2024-01-01", ALL, k=1).matched == both[:1]
 
 
 def test_routing_refuses_a_k_below_one(memory):
     with pytest.raises(ValueError, match="k >= 1"):
-        route(memory, "multiply", ALL, k=0)
+        Router(memory, k=0)
 
 
 def agent_for(memory, replies, *, route_tools=True):

@@ -172,10 +172,12 @@ def restraint_probe(memory, irrelevant: list[dict], *, per_skill: int = 4, name:
     requests = [{"id": f"e{i:02d}", "question": q} for i, q in enumerate(EVERYDAY)] + list(irrelevant)
     routes = None
     if routed:
-        from agent.routing import route
+        from agent.routing import Router
+        from skills.retention import unneeded_requests
 
+        router = Router(memory, unneeded_requests(tools))  # as `sdft-agent run --route` routes
         names = [t["name"] for t in tools]
-        routes = {f"r{r['id']}": route(memory, r["question"], names).offered for r in requests}
-        routes |= {f"x{c['id']}": route(memory, user_text(c["messages"]), names).offered for c in cross}
+        routes = {f"r{r['id']}": router.route(r["question"], names).offered for r in requests}
+        routes |= {f"x{c['id']}": router.route(user_text(c["messages"]), names).offered for c in cross}
     return RestraintProbe(name, requests, tools, cross=cross, owner=owner, max_new_tokens=max_new_tokens,
                           routes=routes)
