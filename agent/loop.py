@@ -161,9 +161,11 @@ class Agent:
         skill = skill or self.skill
         episode = Episode(question=question, model_version=llm.version, skill=skill)
         k = cfg.recall_k if recall is None else recall
-        demos = self.memory.recall(question, k=k, skill=skill) if self.memory is not None and k > 0 else []
-        episode.recalled = [d["id"] for d in demos]
         tools = self._offered(question, skill, episode)
+        demos = self.memory.recall(question, k=k, skill=skill) if self.memory is not None and k > 0 else []
+        if episode.offered is not None:  # routed: no demonstration of a tool the model is not offered
+            demos = [d for d in demos if {c["name"] for c in d.get("tool_calls") or []} <= set(episode.offered)]
+        episode.recalled = [d["id"] for d in demos]
         head: list[BaseMessage] = [SystemMessage(cfg.system)] if cfg.system else []
         convo: list[BaseMessage] = [HumanMessage(question)]
         prefix = head + from_dicts(demonstration_messages(demos))

@@ -194,3 +194,24 @@ def test_the_routed_suite_decodes_each_tool_set_as_its_own_prompt(memory, monkey
 def test_a_probe_with_a_route_missing_is_refused():
     with pytest.raises(ValueError, match="no route for case"):
         RestraintProbe("t", [{"id": "a", "question": "hi"}], [MULTIPLY], routes={})
+
+
+@pytest.mark.parametrize("question", ['multiply" OR skill:*', "NEAR(a b) AND -add", "¿?!", "  "])
+def test_any_text_is_a_query_never_fts_syntax(memory, question):
+    r = route(memory, question, ALL)
+    assert set(r.offered) >= {"lookup_order", "weather"} and set(r.offered) | set(r.withheld) == set(ALL)
+
+
+def test_routed_recall_shows_no_demonstration_of_a_tool_withheld(memory):
+    llm, model, tok = scripted_llm(["Hello!", call("multiply", a=8, b=5), "40."])
+    tools = [(MULTIPLY, lambda a, b: a * b), (ADD, lambda a, b: a + b)] + [(t, None) for t in DATE_TOOLS]
+    agent = Agent(llm, tools, memory=memory, config=AgentConfig(recall_k=3, route_tools=True))
+    # "times" is in a math demonstration, but an unneeded request ranks above it: no tool, and
+    # no math demonstration in the context either
+    agent.router = Router(memory, ["What times do shops open on Sundays?"])
+    ep = agent.run("What times do shops open?")
+    assert ep.offered == [] and ep.recalled == []
+    ep = agent.run("Multiply 8 by 5 for me")
+    assert ep.offered == ["multiply", "add"] and ep.recalled
+    math_ids = {d["id"] for d in memory.demonstrations("math")}
+    assert set(ep.recalled) <= math_ids
