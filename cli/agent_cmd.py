@@ -30,10 +30,10 @@ ConstrainOption = Annotated[bool | None, typer.Option(
     help="Tool calls follow the offered tools' schemas (constrained decoding, the default unless "
          "SDFT_AGENT_CONSTRAIN=0); --no-constrain decodes the model's own tokens.")]
 
-RouteOption = Annotated[bool | None, typer.Option(
+RouteOption = Annotated[bool, typer.Option(
     "--route/--all-tools",
-    help="Offer each question only the tools of skills whose demonstrations it resembles "
-         "(agent.routing), or every installed tool (the default: see the README).")]
+    help="Offer each question only the tools of the skills whose demonstrations it resembles more "
+         "than it resembles everyday requests needing no tool (agent.routing), or every installed tool.")]
 
 HELP = """commands:
   /good [note]    the last answer was right (kept as a demonstration to learn from)
@@ -73,7 +73,7 @@ def resolve_constrain(constrain: bool | None) -> bool:
     return default_constrain() if constrain is None else constrain
 
 
-def build_agent(memory, *, home, skill, recall, model, max_new_tokens, max_turns, constrain=None, route=None):
+def build_agent(memory, *, home, skill, recall, model, max_new_tokens, max_turns, constrain=None, route=True):
     from transformers.utils import logging as hf_logging
 
     from agent.chat_model import LocalChatModel
@@ -84,9 +84,7 @@ def build_agent(memory, *, home, skill, recall, model, max_new_tokens, max_turns
     hf_logging.disable_progress_bar()  # a "Loading weights" bar per promotion is noise in a chat
     llm = LocalChatModel.from_store(home, version=model, max_new_tokens=max_new_tokens,
                                     constrain=resolve_constrain(constrain))
-    config = AgentConfig(recall_k=recall, max_turns=max_turns)
-    if route is not None:
-        config.route_tools = route
+    config = AgentConfig(recall_k=recall, max_turns=max_turns, route_tools=route)
     router = Router(memory, unneeded_requests(memory.served_tools())) if config.route_tools else None
     return Agent(llm, skill_tools(memory, skill), memory=memory, skill=skill, config=config, router=router)
 
@@ -123,7 +121,7 @@ def run(
     max_new_tokens: MaxTokensOption = 256,
     max_turns: MaxTurnsOption = 6,
     constrain: ConstrainOption = None,
-    route: RouteOption = None,
+    route: RouteOption = True,
     home: HomeOption = None,
 ):
     """Answer one question with the skills' tools: one episode, recorded in memory.
@@ -155,7 +153,7 @@ def chat(
     max_new_tokens: MaxTokensOption = 256,
     max_turns: MaxTurnsOption = 6,
     constrain: ConstrainOption = None,
-    route: RouteOption = None,
+    route: RouteOption = True,
     home: HomeOption = None,
 ):
     """Talk with the agent. Every question is an episode kept in memory; judge it with /good or
