@@ -27,10 +27,10 @@ from langchain_core.callbacks import CallbackManager
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
 from agent.answer import answer_after_tools  # issue 13 hook
-from agent.routing import Router
 from agent.chat_model import LocalChatModel, from_dicts, text_of, to_dicts
 from agent.feedback import judge, prompt_of, skill_of
 from agent.recorder import EPISODE_TAG
+from agent.routing import Router
 from agent.tools import (
     MAX_OUTPUT_CHARS,
     Tool,
