@@ -69,14 +69,15 @@ class Router:
         self._db, self._counts = db, counts
         return db
 
-    def matched(self, question: str) -> list[str]:
+    def matched(self, question: str, counts: dict[str, int] | None = None) -> list[str]:
         """Skills with a demonstration among the k texts most like `question`, ranked above every
-        unneeded request there; most similar first."""
+        unneeded request there; most similar first. `counts`: the memory's demonstration counts,
+        when the caller has just read them."""
         terms = recall_terms.query_terms(question)
         if not terms:
             return []
         with self._lock:
-            db = self._index(self.memory.demonstration_counts())
+            db = self._index(self.memory.demonstration_counts() if counts is None else counts)
             quoted = " OR ".join(f'"{t}"' for t in terms)  # \w+ words: no quote can occur inside
             rows = db.execute("SELECT skill FROM texts WHERE texts MATCH ? ORDER BY bm25(texts) LIMIT ?",
                               [f"text : ({quoted})", self.k]).fetchall()
@@ -95,7 +96,7 @@ class Router:
             for t in s["tools"]:
                 owners.setdefault(t["name"], set()).add(s["name"])
         counts = self.memory.demonstration_counts()
-        matched = self.matched(question)
+        matched = self.matched(question, counts)
         offered, withheld, unjudged = [], [], []
         for name in tool_names:
             skills = owners.get(name, set())
