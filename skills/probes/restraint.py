@@ -140,11 +140,12 @@ class RestraintProbe:
         notes = [f"{len(self.tools)} tool(s) offered; {n} request(s) needing none; "
                  f"{len(self.cross)} skill request(s) checked for foreign calls"]
         if self.routes is not None:
-            sizes = [len(t) for t in self.offered()]
+            offered = self.offered()
+            sizes = [len(t) for t in offered]
             notes[0] = (f"routed among {len(self.tools)} tool(s): {sum(sizes) / len(sizes):.1f} offered on "
                         f"average, none to {sizes[:n].count(0)} of {n} request(s) needing none; "
                         f"{len(self.cross)} skill request(s) checked for foreign calls")
-            for case, tools in zip(cases, self.offered(), strict=True):
+            for case, tools in zip(cases, offered, strict=True):
                 case["offered"] = [t["name"] for t in tools]
         if constrained is not None:
             notes.append(f"decoding: {'constrained' if constrained else 'free'}")
