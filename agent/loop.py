@@ -56,6 +56,9 @@ class AgentConfig:
     # offer only the tools of skills whose demonstrations the question resembles (agent.routing);
     # False: every tool, every question. Never when the episode names its skill.
     route_tools: bool = False
+    # recall demonstrations of skills the serving model was already trained on. Off: in context
+    # they cost a learned skill accuracy (benchmarks/results/README.md, "Recall into context").
+    recall_learned: bool = False
 
 
 @dataclass
@@ -73,6 +76,7 @@ class Episode:
     status: str = "running"  # answered | failed | turn_limit | crashed
     error: str | None = None
     recalled: list[int] = field(default_factory=list)  # demonstration ids put in the context
+    recall_skipped: list[str] = field(default_factory=list)  # skills not recalled: the model learned them
     offered: list[str] | None = None  # tool names offered; None: every tool (not routed)
     turns: int = 0
     usage: dict = field(default_factory=lambda: {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0})
@@ -98,7 +102,7 @@ class Episode:
             "skill": self.skill,
             "model_version": self.model_version,
             "meta": {"status": self.status, "error": self.error, "turns": self.turns,
-                     "recalled": self.recalled, "offered": self.offered, "invalid_calls": self.invalid_calls,
+                     "recalled": self.recalled, "recall_skipped": self.recall_skipped, "offered": self.offered, "invalid_calls": self.invalid_calls,
                      "tool_results": [{k: r[k] for k in ("name", "status", "truncated")} for r in self.tool_results],
                      "usage": self.usage},
         }
@@ -162,7 +166,7 @@ class Agent:
         episode = Episode(question=question, model_version=llm.version, skill=skill)
         k = cfg.recall_k if recall is None else recall
         tools = self._offered(question, skill, episode)
-        demos = self.memory.recall(question, k=k, skill=skill) if self.memory is not None and k > 0 else []
+        demos = self._recall(question, k, skill, episode) if self.memory is not None and k > 0 else []
         if episode.offered is not None:  # routed: no demonstration of a tool the model is not offered
             demos = [d for d in demos if {c["name"] for c in d.get("tool_calls") or []} <= set(episode.offered)]
         episode.recalled = [d["id"] for d in demos]
@@ -190,6 +194,13 @@ class Agent:
         self._write(episode.record(), episode)
         self.last = episode
         return episode
+
+    def _recall(self, question: str, k: int, skill: str | None, episode: Episode) -> list[dict]:
+        """The demonstrations put before the question: the k most similar, none of a skill the
+        serving model learned (unless config.recall_learned)."""
+        if not self.config.recall_learned and episode.model_version is not None:
+            episode.recall_skipped = self.memory.skills_learned_by(episode.model_version)
+        return self.memory.recall(question, k=k, skill=skill, exclude=episode.recall_skipped)
 
     def _offered(self, question: str, skill: str | None, episode: Episode) -> list[Tool]:
         """The tools this question is offered: all of them, or the routed ones (agent.routing)."""

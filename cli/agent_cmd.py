@@ -20,8 +20,13 @@ SkillOption = Annotated[
     typer.Option("--skill", help="Offer only this skill's tools and recall only its demonstrations (default: all skills)."),
 ]
 RecallOption = Annotated[
-    int, typer.Option("--recall", min=0, help="Demonstrations recalled from memory into the context (0: none).")
+    int, typer.Option("--recall", min=0, help="Demonstrations recalled from memory into the context (0: none); "
+                                              "none of a skill the serving model has learned (see --recall-learned).")
 ]
+RecallLearnedOption = Annotated[bool, typer.Option(
+    "--recall-learned",
+    help="Recall demonstrations of skills the serving model was already trained on too (by default "
+         "they are left out: in context they cost a learned skill accuracy).")]
 ModelOption = Annotated[str | None, typer.Option("--model", help="Model version (default: the champion, followed as it moves).")]
 MaxTokensOption = Annotated[int, typer.Option("--max-new-tokens", min=1, help="Longest model reply, in tokens.")]
 MaxTurnsOption = Annotated[int, typer.Option("--max-turns", min=1, help="Model calls per question, repair included.")]
@@ -73,7 +78,8 @@ def resolve_constrain(constrain: bool | None) -> bool:
     return default_constrain() if constrain is None else constrain
 
 
-def build_agent(memory, *, home, skill, recall, model, max_new_tokens, max_turns, constrain=None, route=True):
+def build_agent(memory, *, home, skill, recall, model, max_new_tokens, max_turns, constrain=None, route=True,
+                recall_learned=False):
     from transformers.utils import logging as hf_logging
 
     from agent.chat_model import LocalChatModel
@@ -84,7 +90,7 @@ def build_agent(memory, *, home, skill, recall, model, max_new_tokens, max_turns
     hf_logging.disable_progress_bar()  # a "Loading weights" bar per promotion is noise in a chat
     llm = LocalChatModel.from_store(home, version=model, max_new_tokens=max_new_tokens,
                                     constrain=resolve_constrain(constrain))
-    config = AgentConfig(recall_k=recall, max_turns=max_turns, route_tools=route)
+    config = AgentConfig(recall_k=recall, max_turns=max_turns, route_tools=route, recall_learned=recall_learned)
     router = Router(memory, unneeded_requests(memory.served_tools())) if config.route_tools else None
     return Agent(llm, skill_tools(memory, skill), memory=memory, skill=skill, config=config, router=router)
 
@@ -103,7 +109,8 @@ def show_episode(ep) -> None:
         console.print(Text(f"no answer: {ep.error}", style="bold red"))
     where = f"episode {ep.id}" if ep.id is not None else "not recorded"
     routed = "" if ep.offered is None else f", tools offered: {', '.join(ep.offered) or 'none'}"
-    console.print(Text(f"  [{where}, model {ep.model_version}{routed}]", style="dim"))
+    skipped = f", not recalled (learned): {', '.join(ep.recall_skipped)}" if ep.recall_skipped else ""
+    console.print(Text(f"  [{where}, model {ep.model_version}{routed}{skipped}]", style="dim"))
 
 
 def _short(text: str, width: int = 200) -> str:
@@ -122,6 +129,7 @@ def run(
     max_turns: MaxTurnsOption = 6,
     constrain: ConstrainOption = None,
     route: RouteOption = True,
+    recall_learned: RecallLearnedOption = False,
     home: HomeOption = None,
 ):
     """Answer one question with the skills' tools: one episode, recorded in memory.
@@ -133,11 +141,11 @@ def run(
     with Memory(home) as memory:
         agent = build_agent(memory, home=home, skill=skill, recall=recall, model=model,
                             max_new_tokens=max_new_tokens, max_turns=max_turns, constrain=constrain,
-                            route=route)
+                            route=route, recall_learned=recall_learned)
         ep = agent.run(question)
     if as_json:
         keys = ("id", "model_version", "skill", "question", "status", "answer", "error", "tool_calls",
-                "tool_results", "invalid_calls", "recalled", "offered", "turns", "usage")
+                "tool_results", "invalid_calls", "recalled", "recall_skipped", "offered", "turns", "usage")
         out = {("episode_id" if k == "id" else k): getattr(ep, k) for k in keys}
         out["constrained"] = agent.llm.constrain
         typer.echo(json.dumps(out, ensure_ascii=False, indent=2))
@@ -154,6 +162,7 @@ def chat(
     max_turns: MaxTurnsOption = 6,
     constrain: ConstrainOption = None,
     route: RouteOption = True,
+    recall_learned: RecallLearnedOption = False,
     home: HomeOption = None,
 ):
     """Talk with the agent. Every question is an episode kept in memory; judge it with /good or
@@ -166,7 +175,7 @@ def chat(
     with Memory(home) as memory:
         agent = build_agent(memory, home=home, skill=skill, recall=recall, model=model,
                             max_new_tokens=max_new_tokens, max_turns=max_turns, constrain=constrain,
-                            route=route)
+                            route=route, recall_learned=recall_learned)
         version = agent.llm.runtime.current().version
         tools = ", ".join(t.name for t in agent.tools) or "none (install a skill pack to add some)"
         decoding = "" if agent.llm.constrain else " · unconstrained tool calls"

@@ -9,6 +9,7 @@ rules are memory.recall's).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import sqlite_utils
@@ -48,6 +49,18 @@ LANDED = ("promoted", "succeeded")
 # demonstrations rehearsed every later night taught its half-learned calls for everything (six
 # nights, catalog blocked on night 3: 6 of night 4's 9 failures on no-tool requests called its tools).
 LEARNED = f"EXISTS ({_uses('1', 'IN', LANDED)})"
+
+# The skills a model version learned: its lineage's learning runs' demonstrations.
+LEARNED_BY = """
+WITH RECURSIVE lineage(version, parent, run_id) AS (
+    SELECT version, parent, learn_run_id FROM model_versions WHERE version = ?
+    UNION SELECT m.version, m.parent, m.learn_run_id FROM model_versions m JOIN lineage l ON m.version = l.parent)
+SELECT DISTINCT s.name FROM lineage l
+JOIN demonstration_uses u ON u.run_id = l.run_id
+JOIN demonstrations d ON d.id = u.demonstration_id
+JOIN skills s ON s.id = d.skill_id
+ORDER BY s.name
+"""
 
 
 def check_attempts(attempts: int) -> int:
@@ -191,11 +204,20 @@ class Demonstrations:
         with self.database.lock:
             return self.database.rows(DEMO_SELECT + " WHERE " + LEARNED + " ORDER BY d.id")
 
+    def skills_learned_by(self, version: str) -> list[str]:
+        """The skills whose demonstrations trained `version` or a version it descends from (its
+        lineage in model_versions, each learned version's learning run): what that model has in
+        its weights, whichever version is champion now. Empty for a base or an unknown version."""
+        with self.database.lock:
+            return [r["name"] for r in self.database.rows(LEARNED_BY, [version])]
+
     # -- recall ---------------------------------------------------------------------------------
 
-    def recall(self, query: str, k: int = 3, skill: str | None = None, *, exact: bool = False) -> list[dict]:
+    def recall(self, query: str, k: int = 3, skill: str | None = None, *, exact: bool = False,
+               exclude: Iterable[str] = ()) -> list[dict]:
         """The k demonstrations most relevant to `query` by BM25, best first, each with a `score`
-        (higher is better). Empty when the query has no searchable word or nothing matches.
+        (higher is better), none of a skill named in `exclude`. Empty when the query has no
+        searchable word or nothing matches.
 
         On a large memory the most frequent query terms are left out of the ranking to bound its
         cost (memory.recall); `exact=True` ranks with every term.
@@ -205,14 +227,26 @@ class Demonstrations:
             return []
         with self.database.lock:
             skill_id = None if skill is None else self.catalog.skill_id(skill)
-            hits = self._hits(terms, k, skill_id, exact)
+            excluded = self._skill_ids(exclude)
+            if skill_id in excluded:
+                return []
+            hits = self._hits(terms, k, skill_id, exact, excluded)
             if not hits:
                 return []
             rows = {r["id"]: r for r in self.database.rows(
                 DEMO_SELECT + f" WHERE d.id IN ({','.join('?' * len(hits))})", [h[0] for h in hits])}
         return [{**rows[i], "score": -r} for i, r in hits if i in rows]
 
-    def _hits(self, terms: list[str], k: int, skill_id: int | None, exact: bool) -> list[tuple]:
+    def _skill_ids(self, names: Iterable[str]) -> list[int]:
+        """The ids of the named skills that exist (an unknown name excludes nothing)."""
+        names = sorted(set(names))
+        if not names:
+            return []
+        return [r["id"] for r in self.database.rows(
+            f"SELECT id FROM skills WHERE name IN ({','.join('?' * len(names))})", names)]
+
+    def _hits(self, terms: list[str], k: int, skill_id: int | None, exact: bool,
+              excluded: list[int]) -> list[tuple]:
         # BM25's cost grows with the rows each term matches in the whole index (its IDF is
         # counted there even within one skill), so the terms are chosen by global frequency.
         if not exact:
@@ -220,18 +254,18 @@ class Demonstrations:
             kept, dropped = recall_mod.choose_terms({t: self._doc_freq(t) for t in terms})
             if not kept:
                 return []  # no term occurs anywhere
-            hits = self._bm25(kept, k, skill_id)
+            hits = self._bm25(kept, k, skill_id, excluded)
             if len(hits) >= k or not dropped:
                 return hits
             # Fewer than k: the dropped terms may still match (a small skill, a short memory).
-        return self._bm25(terms, k, skill_id)
+        return self._bm25(terms, k, skill_id, excluded)
 
-    def _bm25(self, terms: list[str], k: int, skill_id: int | None) -> list[tuple]:
+    def _bm25(self, terms: list[str], k: int, skill_id: int | None, excluded: list[int]) -> list[tuple]:
         rank = f"bm25(demonstrations_fts, {', '.join(map(str, recall_mod.WEIGHTS))})"
         return self.database.db.execute(
             f"""SELECT rowid, {rank} AS r FROM demonstrations_fts
                 WHERE demonstrations_fts MATCH ? ORDER BY r LIMIT ?""",
-            [recall_mod.match_expression(terms, skill_id), k],
+            [recall_mod.match_expression(terms, skill_id, excluded), k],
         ).fetchall()
 
     def _refresh_df_cache(self) -> None:

@@ -17,6 +17,7 @@ demonstrations (a small skill), every term is used after all. Stop words are dro
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 TERM = re.compile(r"\w+", re.UNICODE)
 MAX_TERMS = 32
@@ -45,13 +46,17 @@ def term_expression(term: str) -> str:
     return f'{TEXT_COLUMNS} : "{term}"'
 
 
-def match_expression(terms: list[str], skill_id: int | None = None) -> str | None:
-    """An FTS5 MATCH expression: any of the terms in the texts, optionally within one skill."""
+def match_expression(terms: list[str], skill_id: int | None = None, exclude: Iterable[int] = ()) -> str | None:
+    """An FTS5 MATCH expression: any of the terms in the texts, optionally within one skill and
+    outside the skills `exclude` (ids)."""
     if not terms:
         return None
     quoted = " OR ".join(f'"{t}"' for t in terms)  # \w+ words: no quote can occur inside
     expr = f"{TEXT_COLUMNS} : ({quoted})"
-    return expr if skill_id is None else f'skill_key : "{skill_key(skill_id)}" AND ({expr})'
+    if skill_id is not None:
+        expr = f'skill_key : "{skill_key(skill_id)}" AND ({expr})'
+    keys = " OR ".join(f'"{skill_key(i)}"' for i in sorted(set(exclude)))
+    return f"({expr}) NOT skill_key : ({keys})" if keys else expr
 
 
 def skill_key(skill_id: int) -> str:

@@ -204,9 +204,15 @@ class Memory:
         with self.snapshot() as db:
             return dict(db.execute(DEMOS_BY_SKILL).fetchall())
 
-    def recall(self, query: str, k: int = 3, skill: str | None = None, *, exact: bool = False) -> list[dict]:
-        """The k demonstrations most relevant to `query` by BM25, best first (memory.demonstrations)."""
-        return self.demo_repo.recall(query, k, skill, exact=exact)
+    def recall(self, query: str, k: int = 3, skill: str | None = None, *, exact: bool = False,
+               exclude: Iterable[str] = ()) -> list[dict]:
+        """The k demonstrations most relevant to `query` by BM25, best first, none of the skills
+        in `exclude` (memory.demonstrations)."""
+        return self.demo_repo.recall(query, k, skill, exact=exact, exclude=exclude)
+
+    def skills_learned_by(self, version: str) -> list[str]:
+        """The skills `version` (or a version it descends from) was trained on, by name."""
+        return self.demo_repo.skills_learned_by(version)
 
     def unlearned_demonstrations(self, skill: str | None = None, limit: int | None = None,
                                  attempts: int = ATTEMPTS) -> list[dict]:

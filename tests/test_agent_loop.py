@@ -142,6 +142,31 @@ def test_recall_puts_demonstrations_before_the_question_and_zero_turns_it_off(me
     assert memory.episode(with_recall.id)["messages"][0] == question[0]
 
 
+def test_no_recall_of_a_skill_the_serving_model_learned(memory):
+    """The version serving ("tiny") was trained on the math demonstration: it is not put in
+    context, and the episode says why; recall_learned=True puts it back; another skill's still is."""
+    memory.add_skill("more", "More arithmetic", [MULTIPLY])
+    math_id, _ = memory.add_demonstration("math", [{"role": "user", "content": "What is 3 times 5?"}],
+                                          [{"name": "multiply", "arguments": {"a": 3, "b": 5}}])
+    more_id, _ = memory.add_demonstration("more", [{"role": "user", "content": "What is 3 times 7?"}],
+                                          [{"name": "multiply", "arguments": {"a": 3, "b": 7}}])
+    run_id = memory.start_run("sft", {}, skill="math")
+    memory.mark_used([math_id], run_id)
+    with memory.write() as db:
+        db["model_versions"].insert({"version": "tiny", "kind": "learned", "parent": None, "path": "models/tiny",
+                                     "learn_run_id": run_id, "sha256": "0" * 64, "size_bytes": 1,
+                                     "created_at": "2026-12-07T00:00:00Z"})
+    llm, model, tok = scripted_llm(["15", "15", "15"])
+    tools = [(MULTIPLY, lambda a, b: a * b)]
+    skipped = Agent(llm, tools, memory=memory, config=AgentConfig(recall_k=2)).run("What is 3 times 5?")
+    assert skipped.recalled == [more_id] and skipped.recall_skipped == ["math"]
+    assert memory.episode(skipped.id)["meta"]["recall_skipped"] == ["math"]
+    named = Agent(llm, tools, memory=memory, skill="math", config=AgentConfig(recall_k=2)).run("What is 3 times 5?")
+    assert named.recalled == [] and named.recall_skipped == ["math"]
+    both = Agent(llm, tools, memory=memory, config=AgentConfig(recall_k=2, recall_learned=True)).run("What is 3 times 5?")
+    assert both.recalled == [math_id, more_id] and both.recall_skipped == []
+
+
 def test_good_feedback_keeps_the_episode_as_a_demonstration(memory):
     agent, _, _ = agent_with([call("multiply", a=6, b=7), "42"], memory)
     ep = agent.run(QUESTION)

@@ -268,6 +268,46 @@ def test_recall_prunes_frequent_terms_on_a_large_memory(mem, monkeypatch):
     assert {h["id"] for h in mem.recall("forecast zermatt", k=1, skill="weather")} == {rare}
 
 
+def test_recall_leaves_out_excluded_skills(mem, library):
+    q = "Are there any concerts in Berlin on Friday?"
+    everything = mem.recall(q, k=6)
+    assert {h["skill"] for h in everything} == {"events", "weather", "travel"}
+    kept = mem.recall(q, k=6, exclude=["events"])
+    assert [h["id"] for h in kept] == [h["id"] for h in everything if h["skill"] != "events"]
+    assert {h["skill"] for h in mem.recall(q, k=6, exclude=["events", "travel"])} == {"weather"}
+    assert mem.recall(q, k=6, exclude=["events", "travel", "weather"]) == []
+    assert mem.recall(q, k=3, skill="events", exclude=["events"]) == []  # the named skill itself excluded
+    assert [h["id"] for h in mem.recall(q, k=6, exclude=["no such skill"])] == [h["id"] for h in everything]
+    # fewer than k outside the excluded skills: it fills up from them, never with them
+    assert len(mem.recall("Berlin", k=3, exclude=["weather"])) == 2
+
+
+def _version(db, version: str, parent: str | None, run_id: int | None) -> None:
+    db["model_versions"].insert({"version": version, "kind": "base" if parent is None else "learned",
+                                 "parent": parent, "path": f"models/{version}", "learn_run_id": run_id,
+                                 "sha256": "0" * 64, "size_bytes": 1, "created_at": "2026-12-07T00:00:00Z"})
+
+
+def test_skills_learned_by_follow_the_versions_lineage(mem, library):
+    """v1 learned weather, v2 (from v1) events, v3 (from the base, as after a rollback) travel; a
+    run that used no demonstration adds nothing."""
+    runs = {}
+    for skill in ("weather", "events", "travel"):
+        runs[skill] = mem.start_run("sft", {}, skill=skill)
+        mem.mark_used([d["id"] for d in mem.demonstrations(skill)], runs[skill])
+    empty = mem.start_run("sft", {})
+    with mem.write() as db:
+        _version(db, "base", None, None)
+        _version(db, "v1", "base", runs["weather"])
+        _version(db, "v2", "v1", runs["events"])
+        _version(db, "v3", "base", runs["travel"])
+        _version(db, "v4", "v3", empty)
+    assert mem.skills_learned_by("v2") == ["events", "weather"]
+    assert mem.skills_learned_by("v1") == ["weather"]
+    assert mem.skills_learned_by("v3") == mem.skills_learned_by("v4") == ["travel"]
+    assert mem.skills_learned_by("base") == [] and mem.skills_learned_by("unknown") == []
+
+
 # -- runs and gate reports ------------------------------------------------------------------------
 
 def test_run_lifecycle(mem):
