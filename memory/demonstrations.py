@@ -238,8 +238,9 @@ class Demonstrations:
         return [{**rows[i], "score": -r} for i, r in hits if i in rows]
 
     def _skill_ids(self, names: Iterable[str]) -> list[int]:
-        """The ids of the named skills that exist (an unknown name excludes nothing)."""
-        names = sorted(set(names))
+        """The ids of the named skills that exist (an unknown name excludes nothing; one name may
+        be given as a plain string)."""
+        names = sorted({names} if isinstance(names, str) else set(names))
         if not names:
             return []
         return [r["id"] for r in self.database.rows(

@@ -275,6 +275,7 @@ def test_recall_leaves_out_excluded_skills(mem, library):
     kept = mem.recall(q, k=6, exclude=["events"])
     assert [h["id"] for h in kept] == [h["id"] for h in everything if h["skill"] != "events"]
     assert {h["skill"] for h in mem.recall(q, k=6, exclude=["events", "travel"])} == {"weather"}
+    assert [h["id"] for h in mem.recall(q, k=6, exclude="events")] == [h["id"] for h in kept]  # one name
     assert mem.recall(q, k=6, exclude=["events", "travel", "weather"]) == []
     assert mem.recall(q, k=3, skill="events", exclude=["events"]) == []  # the named skill itself excluded
     assert [h["id"] for h in mem.recall(q, k=6, exclude=["no such skill"])] == [h["id"] for h in everything]
