@@ -19,7 +19,7 @@ import json
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,7 @@ class _Call:
     constrain: bool
     options: dict
     stop: list[str] | None
+    messages: list[dict] | None = None  # the conversation the ids encode (grounded calls: agent.decode)
 
     @property
     def input_ids(self) -> list[int]:
@@ -177,14 +178,32 @@ class LocalChatModel(BaseChatModel):
         loaded = self.runtime.current()
         decoder_choice: str | dict = {None: "auto", "any": "required", "none": "none"}.get(choice, {"name": choice})
         shown = None if choice == "none" and not constrain else tools
-        prompt_ids = loaded.fmt.encode(to_dicts(messages), shown)
-        return _Call(loaded, shown, prompt_ids, decoder_choice, constrain, options, list(stop) if stop else None)
+        conversation = to_dicts(messages)
+        prompt_ids = loaded.fmt.encode(conversation, shown)
+        return _Call(loaded, shown, prompt_ids, decoder_choice, constrain, options, list(stop) if stop else None,
+                     conversation)
 
     def _run(self, call: _Call, streamer=None, stopping_criteria=None) -> list[int]:
         """The completion's ids (a forced call opening, when there is one, first)."""
         return generate_ids(call.loaded.model, call.loaded.fmt, call.input_ids, stop=call.stop,
                             streamer=streamer, stopping_criteria=stopping_criteria, tools=call.tools,
-                            tool_choice=call.choice, constrain=call.constrain, **call.options)
+                            tool_choice=call.choice, constrain=call.constrain, messages=call.messages,
+                            **call.options)
+
+    def _grounded(self, call: _Call, ids: list[int]) -> tuple[_Call, list[int]]:
+        """A streamed reply is decoded without the grounded-calls check (its text is sent as it
+        comes; call blocks are held back): check it here, and where its calls take no value from
+        the conversation, answer from the conversation without the tools (agent.decode)."""
+        from agent.decode import default_grounding
+        from agent.grounding import ungrounded
+
+        if call.choice != "auto" or not call.tools or call.messages is None or not default_grounding():
+            return call, ids
+        text = call.loaded.fmt.tokenizer.decode(ids, skip_special_tokens=True)
+        if not ungrounded(text, call.messages):
+            return call, ids
+        plain = replace(call, tools=None, prompt_ids=call.loaded.fmt.encode(call.messages, None))
+        return plain, self._run(plain)
 
     def _message(self, call: _Call, new_ids: list[int]) -> AIMessage:
         fmt = call.loaded.fmt
@@ -258,8 +277,9 @@ class LocalChatModel(BaseChatModel):
             thread.join()
         if "error" in result:
             raise result["error"]
-        final = self._message(call, result["ids"])
-        rest = final.content[len(shown):] if final.content.startswith(shown) else ""
+        call, ids = self._grounded(call, result["ids"])
+        final = self._message(call, ids)
+        rest = final.content[len(shown):] if final.content.startswith(shown) else final.content
         chunks = [tool_call_chunk(name=c["name"], args=json.dumps(c["args"], ensure_ascii=False),
                                   id=c["id"], index=i) for i, c in enumerate(final.tool_calls)]
         chunks += [tool_call_chunk(name=c["name"], args=c["args"], id=c["id"], index=len(chunks) + i)

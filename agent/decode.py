@@ -13,7 +13,8 @@ Public API (what the HTTP server, the chat model, the evaluation harness and the
                 max_new_tokens=256, temperature=0.0, top_p=1.0, seed=None,
                 stop=["\\n\\n"],              # stop strings: the row ends, the text is cut before
                 constrain=True,               # False: the model's own tokens, no grammar
-                call_threshold=None),         # the call decision; None: the default (off)
+                call_threshold=None,          # the call decision; None: the default (off)
+                messages=conversation),       # what `prompt` encodes: grounded calls (on by default)
         ...], batch_size=8, on_token=None)
     done[i].text, done[i].ids, done[i].finish_reason   # "stop" | "length"
     fmt.parse(done[i].text, tools)                     # content, calls, invalid calls
@@ -31,6 +32,11 @@ Public API (what the HTTP server, the chat model, the evaluation harness and the
   "auto" request with tools opens a call only when P(reply opens `<tool_call>`) ≥ the threshold,
   scored exactly first; below it the reply is decoded under the "none" grammar.
   `Completion.call_p` holds the score.
+- Grounded calls (`default_grounding()`, on): where the request carries its conversation
+  (`messages`) and the model chose to call (tool_choice "auto"), a reply whose calls take no value
+  from the conversation's user and tool turns (agent.grounding) is replaced by the reply to the same
+  conversation without the tools; `Completion.withheld` keeps the replaced text. Not for streamed
+  requests (`on_token`): their tokens have been sent.
 - `on_token(i, token_id)` is called for every new token of request i (streaming); returning True
   ends that request (a client that went away).
 - `finish_reason`: "stop" when the model ended its turn, a stop string appeared or the grammar
@@ -322,6 +328,10 @@ class Request:
     stop: list[str] | None = None
     constrain: bool = True
     call_threshold: float | None = None  # None: default_call_threshold()
+    # the conversation `prompt` encodes; given, a call that takes no value from it is not made
+    # (agent.grounding) and the reply is decoded again from it without the tools
+    messages: list[dict] | None = None
+    grounded_calls: bool | None = None  # None: default_grounding()
 
 
 @dataclass
@@ -333,6 +343,7 @@ class Completion:
     constrained: bool
     forced: list[int] = field(default_factory=list)  # the forced opening (unconstrained required/named)
     call_p: float | None = None  # P(reply opens a tool call), where the call decision scored it
+    withheld: str | None = None  # the reply whose calls were not grounded, when it was replaced
 
     @property
     def completion_tokens(self) -> int:
@@ -401,6 +412,31 @@ def deciding_calls(threshold: float | None) -> Iterator[float]:
     finally:
         if token is not None:
             _CALL_THRESHOLD.reset(token)
+
+
+_GROUNDING: ContextVar[bool | None] = ContextVar("sdft_agent_grounded_calls", default=None)
+GROUNDED_CALLS = True  # benchmarks/results/README.md, "Grounded calls"
+
+
+def default_grounding() -> bool:
+    """Whether calls must be grounded when a request does not say: a `grounding(on)` block's
+    setting, else SDFT_AGENT_GROUNDED_CALLS (0 turns it off), else GROUNDED_CALLS."""
+    scoped = _GROUNDING.get()
+    if scoped is not None:
+        return scoped
+    raw = os.environ.get("SDFT_AGENT_GROUNDED_CALLS", "").strip().lower()
+    return GROUNDED_CALLS if not raw else raw not in ("0", "false", "no", "off")
+
+
+@contextmanager
+def grounding(on: bool | None) -> Iterator[bool]:
+    """Within the block, `default_grounding()` answers `on`; None leaves it as it was."""
+    token = _GROUNDING.set(bool(on)) if on is not None else None
+    try:
+        yield default_grounding()
+    finally:
+        if token is not None:
+            _GROUNDING.reset(token)
 
 
 def _check(r: Request, i: int) -> None:
@@ -522,7 +558,32 @@ def complete(
         done.append(Completion(ids=ids, text=text, finish_reason="stop" if ended else "length",
                                prompt_tokens=len(r.prompt), constrained=use_grammar[i], forced=forced[i],
                                call_p=call_p[i]))
+    if on_token is None:  # a streamed reply has been sent as it came: it is what it is
+        _ground(model, fmt, requests, choices, done, batch_size)
     return done
+
+
+def _ground(model, fmt, requests: list[Request], choices: list, done: list[Completion], batch_size: int) -> None:
+    """Replace, in place, each reply whose calls take no value from the conversation with the
+    reply to that conversation without the tools (agent.grounding). Only where the model chose:
+    tool_choice "auto", tools offered, the conversation given and grounding on."""
+    from agent.grounding import ungrounded
+
+    redo = [i for i, (r, c) in enumerate(zip(requests, choices, strict=True))
+            if r.messages is not None and r.tools and c == "auto"
+            and (default_grounding() if r.grounded_calls is None else r.grounded_calls)
+            and ungrounded(done[i].text, r.messages)]
+    if not redo:
+        return
+    again = complete(model, fmt, [Request(prompt=fmt.encode(requests[i].messages, None), tools=None,
+                                          max_new_tokens=requests[i].max_new_tokens,
+                                          min_new_tokens=requests[i].min_new_tokens,
+                                          temperature=requests[i].temperature, top_p=requests[i].top_p,
+                                          seed=requests[i].seed, stop=requests[i].stop,
+                                          constrain=requests[i].constrain) for i in redo], batch_size=batch_size)
+    for i, c in zip(redo, again, strict=True):
+        c.withheld, c.call_p = done[i].text, done[i].call_p
+        done[i] = c
 
 
 def _threshold(r: Request) -> float:
@@ -578,13 +639,18 @@ def generate_ids(
     tool_choice: str | dict | None = "auto",
     constrain: bool = False,
     seed: int | None = None,
+    messages: list[dict] | None = None,
 ) -> list[int]:
     """The new token ids after `input_ids`, ending at (and including) the end-of-turn token
     when the model wrote one. `streamer` (transformers' put/end protocol: the prompt first, then
-    each token) and `stopping_criteria` (called with the ids so far) keep `generate()`'s hooks."""
+    each token) and `stopping_criteria` (called with the ids so far) keep `generate()`'s hooks.
+    `messages`: the conversation `input_ids` encode, for the grounded-calls check (a reply that
+    is not streamed; see `Request.messages`)."""
     request = Request(prompt=list(input_ids), tools=tools, tool_choice=tool_choice, max_new_tokens=max_new_tokens,
                       min_new_tokens=min_new_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=stop,
-                      constrain=constrain)
+                      constrain=constrain, messages=messages)
+    if streamer is None and stopping_criteria is None:
+        return complete(model, fmt, [request])[0].ids
     ids: list[int] = list(forced_ids(fmt, request))
     if streamer is not None:
         streamer.put(torch.tensor([input_ids]))

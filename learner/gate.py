@@ -323,7 +323,7 @@ def decoding_settings(config: GateConfig) -> dict:
         from skills.generation import DECODING  # the decoding path records its own settings
     except ImportError:
         DECODING = {"greedy": True}
-    from agent.decode import default_call_threshold, default_constrain
+    from agent.decode import default_call_threshold, default_constrain, default_grounding
 
     # tool calls are constrained unless switched off for the run (SDFT_AGENT_CONSTRAIN=0): only
     # the exception is written, so the keys of results cached under the default stay valid; the
@@ -331,7 +331,9 @@ def decoding_settings(config: GateConfig) -> dict:
     free = {} if default_constrain() else {"tool_calls": "free"}
     threshold = default_call_threshold()
     decided = {"call_threshold": threshold} if threshold > 0 else {}
-    return {**DECODING, "batch_size": config.batch_size, **free, **decided}
+    # grounded calls (agent.grounding) are written when on: results cached before them are not reused
+    grounded = {"grounded_calls": True} if default_grounding() else {}
+    return {**DECODING, "batch_size": config.batch_size, **free, **decided, **grounded}
 
 
 def run_gate(

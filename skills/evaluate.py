@@ -139,11 +139,12 @@ def evaluate_skill(
     t0 = time.perf_counter()
     fmt = fmt or PromptFormat(tokenizer)
     shown = [recaller(c["messages"], recall) if recall else [] for c in cases]
-    prompts = [fmt.encode(with_demonstrations(c["messages"], d), tools) for c, d in zip(cases, shown, strict=True)]
+    conversations = [with_demonstrations(c["messages"], d) for c, d in zip(cases, shown, strict=True)]
+    prompts = [fmt.encode(m, tools) for m in conversations]
     budget = max_new_tokens or answer_budget(fmt, cases)
     constrained = default_constrain() if constrain is None else bool(constrain)
     texts = generate_texts(model, fmt, prompts, max_new_tokens=budget, batch_size=batch_size,
-                           tools=tools, constrain=constrained)
+                           tools=tools, constrain=constrained, conversations=conversations)
     results = []
     for i, (case, text, demos) in enumerate(zip(cases, texts, shown, strict=True)):
         parsed = fmt.parse(text, tools)

@@ -27,9 +27,12 @@ def generate_batch(
     tools: list[dict] | None = None,
     tool_choice: str | dict | None = "auto",
     constrain: bool | None = None,
+    conversations: list[list[dict]] | None = None,
 ) -> list[list[int]]:
     """New token ids for each prompt, greedy, up to (without) the end-of-turn token.
-    `constrain` None: agent.decode.default_constrain() (on unless SDFT_AGENT_CONSTRAIN=0)."""
+    `constrain` None: agent.decode.default_constrain() (on unless SDFT_AGENT_CONSTRAIN=0).
+    `conversations`: what each prompt encodes, so a call that takes no value from it is not
+    made, as the agent serves (agent.grounding; agent.decode.default_grounding())."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not prompts:
@@ -38,9 +41,13 @@ def generate_batch(
         raise ValueError("every prompt needs at least one token")
     if max_new_tokens < 1:
         return [[] for _ in prompts]
+    if conversations is not None and len(conversations) != len(prompts):
+        raise ValueError(f"{len(conversations)} conversations for {len(prompts)} prompts")
     on = default_constrain() if constrain is None else constrain
+    convs = conversations or [None] * len(prompts)
     done = complete(model, fmt, [Request(prompt=p, tools=tools, tool_choice=tool_choice, max_new_tokens=max_new_tokens,
-                                         constrain=on) for p in prompts], batch_size=batch_size)
+                                         constrain=on, messages=m) for p, m in zip(prompts, convs, strict=True)],
+                    batch_size=batch_size)
     stop = fmt.end_of_turn_id
     return [c.ids[:-1] if c.ids and c.ids[-1] == stop else c.ids for c in done]
 

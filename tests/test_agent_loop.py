@@ -84,7 +84,7 @@ def test_a_raising_tool_becomes_an_error_message_and_the_episode_goes_on():
 
 
 def test_long_outputs_are_truncated_with_a_notice():
-    agent, _, _ = agent_with([call("multiply", a=1, b=2), "ok"], tools=[(MULTIPLY, lambda a, b: "x" * 5000)],
+    agent, _, _ = agent_with([call("multiply", a=6, b=7), "ok"], tools=[(MULTIPLY, lambda a, b: "x" * 5000)],
                              max_tool_output_chars=100)
     ep = agent.run(QUESTION)
     result = ep.tool_results[0]
@@ -106,22 +106,33 @@ def test_tool_output_with_instructions_stays_data(template_kind):
 
 
 def test_turn_limit_ends_the_episode_as_a_failure():
-    agent, _, _ = agent_with([call("multiply", a=1, b=2)] * 3, max_turns=3)
+    agent, _, _ = agent_with([call("multiply", a=6, b=7)] * 3, max_turns=3)
     ep = agent.run(QUESTION)
     assert ep.status == "turn_limit" and ep.turns == 3 and len(ep.tool_calls) == 3
     assert ep.outcome == "failure" and "within 3 model turns" in ep.error
 
 
 def test_schema_only_tool_reports_it_cannot_run():
-    agent, _, _ = agent_with([call("multiply", a=1, b=2), "ok"], tools=[MULTIPLY])
+    agent, _, _ = agent_with([call("multiply", a=6, b=7), "ok"], tools=[MULTIPLY])
     ep = agent.run(QUESTION)
     assert ep.tool_results[0]["status"] == "error" and "no implementation" in ep.tool_results[0]["content"]
 
 
 def test_plain_langchain_tools_work_in_the_agent():
-    agent, _, _ = agent_with([call("multiply", a=3, b=4), "That makes 12."], tools=[multiply])
+    agent, _, _ = agent_with([call("multiply", a=6, b=7), "That makes 42."], tools=[multiply])
     ep = agent.run(QUESTION)
-    assert ep.tool_results[0]["content"] == "12" and ep.answer == "That makes 12."
+    assert ep.tool_results[0]["content"] == "42" and ep.answer == "That makes 42."
+
+
+def test_a_call_the_question_gives_no_value_for_is_answered_without_tools(memory):
+    """Grounded calls (agent.grounding): "Thanks!" → multiply(1, 2) is not made; the model is asked
+    the same conversation without the tools and its reply is the answer."""
+    agent, model, tok = agent_with([call("multiply", a=1, b=2), "You're welcome!"], memory)
+    ep = agent.run("Thanks, that was helpful!")
+    fmt = PromptFormat(tok)
+    question = [{"role": "user", "content": "Thanks, that was helpful!"}]
+    assert model.inputs == [fmt.encode(question, [MULTIPLY]), fmt.encode(question, None)]
+    assert ep.status == "answered" and ep.answer == "You're welcome!" and ep.tool_calls == [] and ep.turns == 1
 
 
 def test_recall_puts_demonstrations_before_the_question_and_zero_turns_it_off(memory):

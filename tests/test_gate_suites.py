@@ -377,13 +377,15 @@ def test_restraint_decodes_as_the_agent_serves_so_a_call_names_an_offered_tool(t
     conversion on a six-night candidate): free decoding writes it and fails the cross-skill
     case on it; served decoding (tool calls constrained to the schemas) can only name an offered
     tool, so the case is judged on the call the agent would really make."""
+    from agent.decode import grounding
     from agent.prompt import PromptFormat
 
     invented = '<tool_call>\n{"name": "Mineschema", "arguments": {"value": 5}}\n</tool_call>'
     model = _scripted(tiny_model, tiny_tokenizer, invented)
-    free = _restraint().run(model, tiny_tokenizer, constrain=False)
+    with grounding(False):  # the call's value is in no request: grounded calls would withhold it
+        free = _restraint().run(model, tiny_tokenizer, constrain=False)
+        served = _restraint().run(model, tiny_tokenizer)  # the default: constrained, as served
     assert free.cases[-1]["reason"] == "called Mineschema (not a units tool)" and "decoding: free" in free.notes
-    served = _restraint().run(model, tiny_tokenizer)  # the default: constrained, as served
     assert served.constrained is True and "decoding: constrained" in served.notes
     fmt = PromptFormat(tiny_tokenizer)
     parsed = [fmt.parse(case["answer"], TOOLS) for case in served.cases]  # cut by the budget: named all the same

@@ -141,7 +141,7 @@ def test_small_talk_gets_a_prompt_without_tools(memory):
 
 
 def test_a_call_to_a_withheld_tool_is_refused_like_an_unknown_one(memory):
-    agent, _, _ = agent_for(memory, [call(DATE_NAMES[0], date="2024-01-01", days=1)] * 2, route_tools=True)
+    agent, _, _ = agent_for(memory, [call(DATE_NAMES[0], date="2024-01-01", days=8)] * 2, route_tools=True)
     ep = agent.run("Please multiply 8 by 5")
     assert ep.status == "failed" and f"unknown tool '{DATE_NAMES[0]}'" in ep.invalid_calls[0]["error"]
 

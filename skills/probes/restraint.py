@@ -107,7 +107,7 @@ class RestraintProbe:
             tools = offered[rows[0]] or None
             done = generate_texts(model, fmt, [fmt.encode(convs[i], tools) for i in rows],
                                   max_new_tokens=self.max_new_tokens, batch_size=batch_size, tools=tools,
-                                  constrain=constrained)
+                                  constrain=constrained, conversations=[convs[i] for i in rows])
             for i, text in zip(rows, done, strict=True):
                 texts[i] = text
         return self.score(texts, fmt, model_name=model_name, wall_s=time.perf_counter() - t0,

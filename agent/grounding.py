@@ -1,0 +1,147 @@
+"""Grounded calls: a tool call whose arguments the conversation never mentions is not made.
+
+A small model that has just learned tools calls them for requests they do not serve, and what it
+writes then gives it away: "Thanks, that was helpful!" → `search_products(category="laptop",
+max_price=100)`, "Where is the closest Italian restaurant?" → `Music_3_LookupMusic(artist="Luigi
+Bop")`, "Compute the derivative of 2x" → `Music_3_LookupMusic(artist="")`. Every argument is
+invented. A call the request asked for takes at least one of its values from the conversation: the
+number to convert, the date, the SKU, the city, the genre (benchmarks/results/README.md, "Grounded
+calls").
+
+So a call is *grounded* when at least one of its argument values appears in the conversation's
+user and tool turns — numbers by value (sign and formatting aside), words by a shared stem (the
+first five letters, or the whole word when shorter; two-letter words exactly), a string's digits
+as numbers ("2024-11-20" is grounded by "November 20th 2024"). A call with no arguments invents
+nothing and is grounded. Values that say nothing (booleans, empty strings, "dontcare", "any")
+ground nothing; a call made only of them is not grounded.
+
+What it cannot see: a value the model translated ("notebook computers" → category "laptop": four
+of catalog's forty demonstrations), and a value copied from a demonstration recalled into the
+context (user turns are user turns). agent.decode applies it where the model chose to call
+(tool_choice "auto") and the caller gave the conversation: an ungrounded reply is decoded again
+from the same conversation without the tools, as `ask` answers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from agent.prompt import CALL_CLOSE, CALL_OPEN
+
+STEM = 5  # letters two words must share to be the same word ("miles" ~ "mile", "reserve" ~ "reservation")
+# values that carry no information of their own: they ground nothing
+EMPTY = frozenset({"", "dontcare", "any", "none", "null", "n/a", "na", "unknown", "all", "default"})
+_TOKEN = re.compile(r"[^\W\d_]+|\d+(?:\.\d+)?", re.UNICODE)
+_NAME = re.compile(r'"name"\s*:\s*"((?:[^"\\]|\\.)*)"')
+_PAIR = re.compile(r'"([^"\\]+)"\s*:\s*("(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|true|false|null)')
+
+
+def _tokens(text: str) -> list[str]:
+    return _TOKEN.findall(text.lower().replace(",", ""))
+
+
+def _number(token: str) -> float | None:
+    try:
+        return abs(float(token))
+    except ValueError:
+        return None
+
+
+class Source:
+    """The words and numbers of a conversation's user and tool turns, ready to check values against."""
+
+    def __init__(self, text: str):
+        tokens = _tokens(text)
+        self.words = {t for t in tokens if not t[0].isdigit()}
+        self.numbers = {_number(t) for t in tokens if t[0].isdigit()}
+
+    @classmethod
+    def of(cls, messages: Iterable[dict]) -> Source:
+        return cls(conversation_text(messages))
+
+    def has_word(self, word: str) -> bool:
+        """Two words match when they share their first min(STEM, their lengths) letters, at least
+        three ("mile" ~ "miles"); words of one or two letters only themselves ("km")."""
+        if len(word) <= 2:
+            return word in self.words
+        for w in self.words:
+            n = min(STEM, len(word), len(w))
+            if n >= 3 and w[:n] == word[:n]:
+                return True
+        return False
+
+    def value(self, v: Any) -> bool | None:
+        """Whether `v` appears here; None when it says nothing (a boolean, an empty value)."""
+        if v is None or isinstance(v, bool):
+            return None
+        if isinstance(v, int | float):
+            return abs(float(v)) in self.numbers
+        if isinstance(v, dict | list):
+            found = [self.value(x) for x in (v.values() if isinstance(v, dict) else v)]
+            return None if all(f is None for f in found) else any(f is True for f in found)
+        text = str(v).strip().lower()
+        if text in EMPTY:
+            return None
+        tokens = [t for t in _tokens(text) if t not in EMPTY]
+        if not tokens:
+            return None
+        return any(_number(t) in self.numbers if t[0].isdigit() else self.has_word(t) for t in tokens)
+
+
+def conversation_text(messages: Iterable[dict]) -> str:
+    """The text of the user and tool turns (what a call's arguments may be taken from)."""
+    parts = []
+    for m in messages:
+        if m.get("role") not in ("user", "tool"):
+            continue
+        content = m.get("content")
+        if isinstance(content, list):  # OpenAI content parts
+            content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+        parts.append(content if isinstance(content, str) else json.dumps(content) if content is not None else "")
+    return "\n".join(parts)
+
+
+def grounded(arguments: dict, source: Source) -> bool:
+    """Whether a call with these arguments takes at least one value from `source` (see the module
+    docstring); a call without arguments is grounded."""
+    if not arguments:
+        return True
+    return source.value(arguments) is True
+
+
+def calls_in(text: str) -> list[tuple[str, dict]]:
+    """(name, arguments) of each call block in a reply, a block cut off at the token limit
+    included (its complete "key": value pairs); blocks without a name are left out."""
+    out = []
+    for block in text.split(CALL_OPEN)[1:]:
+        body = block.split(CALL_CLOSE, 1)[0].strip()
+        try:
+            call = json.loads(body)
+            if isinstance(call, dict) and isinstance(call.get("name"), str):
+                args = call.get("arguments")
+                out.append((call["name"], args if isinstance(args, dict) else {}))
+                continue
+        except ValueError:
+            pass
+        name = _NAME.search(body)
+        if name is None:
+            continue
+        rest = body[name.end():]
+        start = rest.find('"arguments"')
+        rest = rest[start + len('"arguments"'):] if start >= 0 else ""
+        out.append((json.loads(f'"{name.group(1)}"'),
+                    {k: json.loads(v) for k, v in _PAIR.findall(rest)}))
+    return out
+
+
+def ungrounded(text: str, messages: Iterable[dict]) -> list[str]:
+    """Names of the reply's calls that take no value from the conversation (empty: every call is
+    grounded, or the reply makes none)."""
+    calls = calls_in(text)
+    if not calls:
+        return []
+    source = Source.of(messages)
+    return [name for name, args in calls if not grounded(args, source)]
