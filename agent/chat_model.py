@@ -190,7 +190,18 @@ class LocalChatModel(BaseChatModel):
                             tool_choice=call.choice, constrain=call.constrain, messages=call.messages,
                             **call.options)
 
-    def _grounded(self, call: _Call, ids: list[int]) -> tuple[_Call, list[int]]:
+    def _complete(self, call: _Call) -> tuple[_Call, list[int], str | None]:
+        """One reply, not streamed: agent.decode checks its calls are grounded and, where they
+        are not, answers the conversation without the tools. Returns the call as answered (no
+        tools, when a reply was withheld), its ids and the withheld reply's text."""
+        from agent.decode import Request, complete
+
+        request = Request(prompt=call.input_ids, tools=call.tools, tool_choice=call.choice, stop=call.stop,
+                          constrain=call.constrain, messages=call.messages, **call.options)
+        (done,) = complete(call.loaded.model, call.loaded.fmt, [request])
+        return (call if done.withheld is None else self._without_tools(call)), done.ids, done.withheld
+
+    def _grounded(self, call: _Call, ids: list[int]) -> tuple[_Call, list[int], str | None]:
         """A streamed reply is decoded without the grounded-calls check (its text is sent as it
         comes; call blocks are held back): check it here, and where its calls take no value from
         the conversation, answer from the conversation without the tools (agent.decode)."""
@@ -198,14 +209,20 @@ class LocalChatModel(BaseChatModel):
         from agent.grounding import ungrounded
 
         if call.choice != "auto" or not call.tools or call.messages is None or not default_grounding():
-            return call, ids
+            return call, ids, None
         text = call.loaded.fmt.tokenizer.decode(ids, skip_special_tokens=True)
         if not ungrounded(text, call.messages):
-            return call, ids
-        plain = replace(call, tools=None, prompt_ids=call.loaded.fmt.encode(call.messages, None))
-        return plain, self._run(plain)
+            return call, ids, None
+        plain = self._without_tools(call)
+        return plain, self._run(plain), text
 
-    def _message(self, call: _Call, new_ids: list[int]) -> AIMessage:
+    @staticmethod
+    def _without_tools(call: _Call) -> _Call:
+        """The same conversation with no tools offered: what a withheld call is answered from
+        (and its reply parsed against: call markup there names no tool)."""
+        return replace(call, tools=None, prompt_ids=call.loaded.fmt.encode(call.messages or [], None))
+
+    def _message(self, call: _Call, new_ids: list[int], withheld: str | None = None) -> AIMessage:
         fmt = call.loaded.fmt
         text = fmt.tokenizer.decode(new_ids, skip_special_tokens=True)
         finish = "stop" if new_ids and new_ids[-1] == fmt.end_of_turn_id else "length"
@@ -220,7 +237,8 @@ class LocalChatModel(BaseChatModel):
             invalid_tool_calls=_invalid(parsed),
             usage_metadata={"input_tokens": n_in, "output_tokens": n_out, "total_tokens": n_in + n_out},
             response_metadata={"model_name": call.loaded.version, "model_version": call.loaded.version,
-                               "finish_reason": finish},
+                               "finish_reason": finish,
+                               **({"withheld_call": withheld} if withheld is not None else {})},
         )
 
     def _generate(
@@ -231,7 +249,7 @@ class LocalChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         call = self.prepare(messages, stop, **kwargs)
-        message = self._message(call, self._run(call))
+        message = self._message(*self._complete(call))
         return ChatResult(generations=[ChatGeneration(message=message)],
                           llm_output={"model_version": call.loaded.version})
 
@@ -277,8 +295,7 @@ class LocalChatModel(BaseChatModel):
             thread.join()
         if "error" in result:
             raise result["error"]
-        call, ids = self._grounded(call, result["ids"])
-        final = self._message(call, ids)
+        final = self._message(*self._grounded(call, result["ids"]))
         rest = final.content[len(shown):] if final.content.startswith(shown) else final.content
         chunks = [tool_call_chunk(name=c["name"], args=json.dumps(c["args"], ensure_ascii=False),
                                   id=c["id"], index=i) for i, c in enumerate(final.tool_calls)]

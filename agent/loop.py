@@ -78,6 +78,7 @@ class Episode:
     recalled: list[int] = field(default_factory=list)  # demonstration ids put in the context
     recall_skipped: list[str] = field(default_factory=list)  # skills not recalled: the model learned them
     offered: list[str] | None = None  # tool names offered; None: every tool (not routed)
+    withheld: list[dict] = field(default_factory=list)  # [{"turn", "reply"}]: calls not grounded (agent.grounding)
     turns: int = 0
     usage: dict = field(default_factory=lambda: {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0})
     learned_turn: int | None = None  # index in `messages` of the turn a demonstration would learn
@@ -102,7 +103,8 @@ class Episode:
             "skill": self.skill,
             "model_version": self.model_version,
             "meta": {"status": self.status, "error": self.error, "turns": self.turns,
-                     "recalled": self.recalled, "recall_skipped": self.recall_skipped, "offered": self.offered, "invalid_calls": self.invalid_calls,
+                     "recalled": self.recalled, "recall_skipped": self.recall_skipped, "offered": self.offered,
+                     "withheld": self.withheld, "invalid_calls": self.invalid_calls,
                      "tool_results": [{k: r[k] for k in ("name", "status", "truncated")} for r in self.tool_results],
                      "usage": self.usage},
         }
@@ -234,6 +236,8 @@ class Agent:
             episode.turns = turn
             ai: AIMessage = bound.invoke(prefix + convo, config=config)
             convo.append(ai)
+            if (withheld := (ai.response_metadata or {}).get("withheld_call")) is not None:
+                episode.withheld.append({"turn": turn, "reply": withheld})
             for key in episode.usage:
                 episode.usage[key] += (ai.usage_metadata or {}).get(key, 0)
             valid, invalid = _checked_calls(ai, by_name)

@@ -103,6 +103,8 @@ def show_episode(ep) -> None:
         console.print(Text(f"  ← {_short(r['content'])}", style=style))
     for c in ep.invalid_calls:
         console.print(Text(f"  ✗ invalid call: {c['error']}", style="yellow"))
+    for w in ep.withheld:
+        console.print(Text(f"  ∅ call not made (no value from the question): {_short(w['reply'], 120)}", style="dim"))
     if ep.status == "answered":
         console.print(Text(ep.answer or "(empty answer)"))
     else:

@@ -133,6 +133,8 @@ def test_a_call_the_question_gives_no_value_for_is_answered_without_tools(memory
     question = [{"role": "user", "content": "Thanks, that was helpful!"}]
     assert model.inputs == [fmt.encode(question, [MULTIPLY]), fmt.encode(question, None)]
     assert ep.status == "answered" and ep.answer == "You're welcome!" and ep.tool_calls == [] and ep.turns == 1
+    assert [w["turn"] for w in ep.withheld] == [1] and '"name": "multiply"' in ep.withheld[0]["reply"]
+    assert memory.episode(ep.id)["meta"]["withheld"] == ep.withheld
 
 
 def test_recall_puts_demonstrations_before_the_question_and_zero_turns_it_off(memory):

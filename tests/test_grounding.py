@@ -7,7 +7,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.decode import GROUNDED_CALLS, Request, complete, default_grounding, generate_ids, grounding
+from agent.decode import (
+    GROUNDED_CALLS,
+    Request,
+    complete,
+    default_grounding,
+    generate_ids,
+    grounding,
+)
 from agent.grounding import EMPTY, Source, calls_in, conversation_text, grounded, ungrounded
 from agent.prompt import CALL_OPEN, PromptFormat
 from tiny import Steered
@@ -180,7 +187,9 @@ def test_the_chat_model_answers_instead_of_an_ungrounded_call_invoked_or_streame
     for c in chunks[1:]:
         streamed += c
     assert invoked.tool_calls == [] and streamed.tool_calls == []
+    assert invoked.response_metadata["withheld_call"].startswith(CALL[:40])
+    assert streamed.response_metadata["withheld_call"] == invoked.response_metadata["withheld_call"]
     assert expected.strip() and invoked.content == expected == streamed.content
     with grounding(False):
         called = llm.invoke([HumanMessage("Thanks, that was helpful!")])
-    assert [c["name"] for c in called.tool_calls] == ["get_weather"]
+    assert [c["name"] for c in called.tool_calls] == ["get_weather"] and "withheld_call" not in called.response_metadata
