@@ -176,6 +176,8 @@ def changed_cases(champ: SuiteResult, cand: SuiteResult) -> list[str]:
             b = before[c["id"]]
             ask, had, got = c.get("request", ""), b.get("answer", ""), c.get("answer", "")
             why = f" — {c['reason']}" if c.get("reason") else ""
+            if c.get("withheld"):
+                why += f" (call withheld, not grounded in the request: `{_code(_short(c['withheld'], 80))}`)"
             lines.append(f"- {kind}: case {c['id']}: {_cell(_short(ask, 100))} — champion `{_code(_short(had, 120))}`; "
                          f"candidate `{_code(_short(got, 120))}`{_cell(why)}")
         if len(flipped) > MAX_CHANGED:

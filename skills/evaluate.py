@@ -143,8 +143,9 @@ def evaluate_skill(
     prompts = [fmt.encode(m, tools) for m in conversations]
     budget = max_new_tokens or answer_budget(fmt, cases)
     constrained = default_constrain() if constrain is None else bool(constrain)
+    withheld: list[str | None] = []
     texts = generate_texts(model, fmt, prompts, max_new_tokens=budget, batch_size=batch_size,
-                           tools=tools, constrain=constrained, conversations=conversations)
+                           tools=tools, constrain=constrained, conversations=conversations, withheld=withheld)
     results = []
     for i, (case, text, demos) in enumerate(zip(cases, texts, shown, strict=True)):
         parsed = fmt.parse(text, tools)
@@ -168,9 +169,22 @@ def evaluate_skill(
             "prompt_tokens": len(prompts[i]),
         })
     notes = [f"recall {recall}"] if recall else []
+    notes.append(f"decoding: {'constrained' if constrained else 'free'}")
+    mark_withheld(results, withheld, notes)
     return SuiteResult(name=name, kind="skill", cases=results, model=model_name,
-                       wall_s=time.perf_counter() - t0, constrained=constrained,
-                       notes=[*notes, f"decoding: {'constrained' if constrained else 'free'}"])
+                       wall_s=time.perf_counter() - t0, constrained=constrained, notes=notes)
+
+
+def mark_withheld(cases: list[dict], withheld: list[str | None] | None, notes: list[str]) -> None:
+    """Keep on each case the call grounded-calls decoding did not make (agent.grounding), and
+    count them in the notes: the gate report shows what the model wanted to write."""
+    if not withheld:
+        return
+    for case, w in zip(cases, withheld, strict=True):
+        if w is not None:
+            case["withheld"] = w
+    if n := sum(w is not None for w in withheld):
+        notes.append(f"{n} call(s) not grounded in the request were withheld; the reply is the answer without tools")
 
 
 def evaluate_memory_skill(model, tokenizer, memory, skill: str, **kwargs) -> SuiteResult:

@@ -28,11 +28,13 @@ def generate_batch(
     tool_choice: str | dict | None = "auto",
     constrain: bool | None = None,
     conversations: list[list[dict]] | None = None,
+    withheld: list | None = None,
 ) -> list[list[int]]:
     """New token ids for each prompt, greedy, up to (without) the end-of-turn token.
     `constrain` None: agent.decode.default_constrain() (on unless SDFT_AGENT_CONSTRAIN=0).
     `conversations`: what each prompt encodes, so a call that takes no value from it is not
-    made, as the agent serves (agent.grounding; agent.decode.default_grounding())."""
+    made, as the agent serves (agent.grounding; agent.decode.default_grounding()). `withheld`:
+    a list to fill with each prompt's withheld reply (the call that was not made), or None."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not prompts:
@@ -48,6 +50,8 @@ def generate_batch(
     done = complete(model, fmt, [Request(prompt=p, tools=tools, tool_choice=tool_choice, max_new_tokens=max_new_tokens,
                                          constrain=on, messages=m) for p, m in zip(prompts, convs, strict=True)],
                     batch_size=batch_size)
+    if withheld is not None:
+        withheld[:] = [c.withheld for c in done]
     stop = fmt.end_of_turn_id
     return [c.ids[:-1] if c.ids and c.ids[-1] == stop else c.ids for c in done]
 

@@ -3,6 +3,8 @@ conversation is not made; the reply is the one the model gives the conversation 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -193,3 +195,51 @@ def test_the_chat_model_answers_instead_of_an_ungrounded_call_invoked_or_streame
     with grounding(False):
         called = llm.invoke([HumanMessage("Thanks, that was helpful!")])
     assert [c["name"] for c in called.tool_calls] == ["get_weather"] and "withheld_call" not in called.response_metadata
+
+
+def test_the_server_passes_no_call_from_an_answer_given_for_a_withheld_one():
+    """After a withheld call the reply was decoded without tools; call markup there (an invalid
+    call to no tool) must not reach the client as a call, as an off-schema call would."""
+    from langchain_core.messages import AIMessage
+    from langchain_core.messages.tool import invalid_tool_call
+
+    from agent.server.engine import Engine, Job
+
+    job = Job(messages=[{"role": "user", "content": "Thanks!"}], tools=[WEATHER["function"]], choice=None,
+              version=None, options={})
+    markup = invalid_tool_call(name="get_weather", args='{"name": "get_weather", "arguments": {"unit": "c"}}',
+                               id="c1", error="unknown tool 'get_weather'")
+    meta = {"model_version": "v1", "finish_reason": "stop"}
+    withheld = AIMessage(content="", invalid_tool_calls=[markup], response_metadata={**meta, "withheld_call": CALL})
+    plain = AIMessage(content="", invalid_tool_calls=[markup], response_metadata=meta)
+    after = Engine._reply(None, withheld, job, [], "")
+    before = Engine._reply(None, plain, job, [], "")
+    assert after.calls == [] and after.withheld == CALL and after.finish == "stop"
+    assert [c["name"] for c in before.calls] == ["get_weather"] and before.withheld is None  # off-schema: the client decides
+
+
+def test_the_gate_suites_keep_the_withheld_call_and_the_report_shows_it(tiny_model, tiny_tokenizer):
+    """The restraint suite and a skill's evaluation decode with grounding as served; a case whose
+    call was withheld keeps it, the notes count it, and the report's changed case names it."""
+    from learner.report import changed_cases
+    from skills.evaluate import evaluate_skill
+    from skills.probes.restraint import RestraintProbe
+
+    flat = [WEATHER["function"]]  # as the memory serves tools
+    fmt = PromptFormat(tiny_tokenizer)
+    messages = [{"role": "user", "content": "Thanks, that was helpful!"}]
+    model = Steered(tiny_model, tiny_tokenizer, len(fmt.encode(messages, flat)), CALL, 30.0)
+    probe = RestraintProbe("tool_restraint", [{"id": "1", "question": "Thanks, that was helpful!"}], flat,
+                           max_new_tokens=40)
+    served = probe.run(model, tiny_tokenizer)
+    with grounding(False):
+        raw = probe.run(model, tiny_tokenizer)
+    assert served.cases[0]["withheld"].startswith(CALL[:40]) and "withheld" not in raw.cases[0]
+    assert any("1 call(s) not grounded" in n for n in served.notes) and not any("grounded" in n for n in raw.notes)
+    assert raw.cases[0]["score"] == 0.0  # as written, the call fails the case
+    answered = {**served.cases[0], "score": 1.0, "answer": "You're welcome!"}  # a case the answer passes
+    (line,) = changed_cases(raw, replace(served, cases=[answered]))
+    assert line.startswith("- better: case r1") and "call withheld, not grounded in the request" in line
+    skill = evaluate_skill(model, tiny_tokenizer, [{"messages": messages, "expected": [{"name": "get_weather", "arguments": {"unit": "c"}}]}],
+                           flat, name="weather", max_new_tokens=40)
+    assert skill.cases[0]["withheld"].startswith(CALL[:40]) and skill.cases[0]["score"] == 0.0

@@ -54,6 +54,7 @@ class Reply:
     invalid: list[dict] = field(default_factory=list)
     streamed: str = ""  # content already sent as deltas
     constrained: bool | None = None  # decoded under the schema grammar (Engine.constrained_for)
+    withheld: str | None = None  # a reply whose calls took no value from the conversation (agent.grounding)
 
 
 def bind(llm: LocalChatModel, tools: list[dict], choice: str | None):
@@ -177,7 +178,9 @@ class Engine:
         return reply
 
     def _reply(self, ai, job: Job, results: list[dict], streamed: str) -> Reply:
-        offered = {t["name"] for t in job.tools} if job.choice != "none" else set()
+        withheld = (ai.response_metadata or {}).get("withheld_call")
+        # a withheld call was answered without the tools: call markup in that answer is not a call
+        offered = {t["name"] for t in job.tools} if job.choice != "none" and withheld is None else set()
         calls = [{"id": c.get("id") or new_call_id(), "name": c["name"],
                   "arguments": json.dumps(c["args"], ensure_ascii=False)} for c in ai.tool_calls]
         invalid, text_back = [], []
@@ -202,7 +205,7 @@ class Engine:
         n_in, n_out = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
         return Reply(content=content, calls=calls, finish=finish, version=meta.get("model_version") or "unknown",
                      usage={"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out},
-                     raw=raw, answer_source=source, invalid=invalid, streamed=streamed)
+                     raw=raw, answer_source=source, invalid=invalid, streamed=streamed, withheld=withheld)
 
 
 def _arguments_text(raw: str | None) -> str | None:

@@ -55,6 +55,8 @@ class EpisodeLog:
                 "tool_choice": job.choice, "invalid_calls": reply.invalid, "constrained": reply.constrained}
         if reply.answer_source is not None:
             meta.update(answer_source=reply.answer_source, model_text=reply.raw)
+        if reply.withheld is not None:
+            meta["withheld"] = reply.withheld
         try:
             episode_id = self.memory.record_episode(
                 messages, calls, None if calls else reply.content,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 
 from agent.prompt import CALL_OPEN, PromptFormat
-from skills.evaluate import SuiteResult, user_text
+from skills.evaluate import SuiteResult, mark_withheld, user_text
 from skills.probes.open_health import flags
 
 KIND = "restraint"
@@ -100,21 +100,24 @@ class RestraintProbe:
         offered = self.offered()
         constrained = default_constrain() if constrain is None else bool(constrain)
         texts = [""] * len(convs)
+        withheld: list[str | None] = [None] * len(convs)
         groups: dict[tuple[str, ...], list[int]] = {}  # one batch per tool set: its prompts share their prefix
         for i, tools in enumerate(offered):
             groups.setdefault(tuple(t["name"] for t in tools), []).append(i)
         for rows in groups.values():
             tools = offered[rows[0]] or None
+            held: list[str | None] = []
             done = generate_texts(model, fmt, [fmt.encode(convs[i], tools) for i in rows],
                                   max_new_tokens=self.max_new_tokens, batch_size=batch_size, tools=tools,
-                                  constrain=constrained, conversations=[convs[i] for i in rows])
-            for i, text in zip(rows, done, strict=True):
-                texts[i] = text
+                                  constrain=constrained, conversations=[convs[i] for i in rows], withheld=held)
+            for i, text, w in zip(rows, done, held, strict=True):
+                texts[i], withheld[i] = text, w
         return self.score(texts, fmt, model_name=model_name, wall_s=time.perf_counter() - t0,
-                          constrained=constrained)
+                          constrained=constrained, withheld=withheld)
 
     def score(self, texts: list[str], fmt: PromptFormat, *, model_name: str | None = None,
-              wall_s: float = 0.0, constrained: bool | None = None) -> SuiteResult:
+              wall_s: float = 0.0, constrained: bool | None = None,
+              withheld: list[str | None] | None = None) -> SuiteResult:
         cases = []
         n = len(self.requests)
         for row, text in zip(self.requests, texts[:n], strict=True):
@@ -149,6 +152,7 @@ class RestraintProbe:
                 case["offered"] = [t["name"] for t in tools]
         if constrained is not None:
             notes.append(f"decoding: {'constrained' if constrained else 'free'}")
+        mark_withheld(cases, withheld, notes)
         return SuiteResult(name=self.name, kind=KIND, cases=cases, model=model_name, wall_s=wall_s, notes=notes,
                            constrained=constrained)
 
