@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_call_decision import CALL, TOOLS, WEATHER  # one weather tool, one call of it
 
 from agent.decode import (
     GROUNDED_CALLS,
@@ -20,13 +21,6 @@ from agent.decode import (
 from agent.grounding import EMPTY, Source, calls_in, conversation_text, grounded, ungrounded
 from agent.prompt import CALL_OPEN, PromptFormat
 from tiny import Steered
-
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "Weather now.",
-    "parameters": {"type": "object", "properties": {"unit": {"type": "string", "enum": ["c", "f"]}},
-                   "required": ["unit"]}}}
-TOOLS = [WEATHER]
-CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"unit": "c"}}\n</tool_call>'
 
 
 @pytest.fixture(autouse=True)
