@@ -205,13 +205,10 @@ class LocalChatModel(BaseChatModel):
         """A streamed reply is decoded without the grounded-calls check (its text is sent as it
         comes; call blocks are held back): check it here, and where its calls take no value from
         the conversation, answer from the conversation without the tools (agent.decode)."""
-        from agent.decode import default_grounding
-        from agent.grounding import ungrounded
+        from agent.decode import Request, withholds
 
-        if call.choice != "auto" or not call.tools or call.messages is None or not default_grounding():
-            return call, ids, None
         text = call.loaded.fmt.tokenizer.decode(ids, skip_special_tokens=True)
-        if not ungrounded(text, call.messages):
+        if not withholds(Request(prompt=call.input_ids, tools=call.tools, messages=call.messages), call.choice, text):
             return call, ids, None
         plain = self._without_tools(call)
         return plain, self._run(plain), text

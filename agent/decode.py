@@ -563,16 +563,21 @@ def complete(
     return done
 
 
+def withholds(r: Request, choice, text: str) -> bool:
+    """Whether reply `text` to request `r` (its tool_choice normalised: `choice`) is withheld:
+    the model chose to call ("auto", tools offered), the conversation is given, grounding is on,
+    and a call in it takes no value from the conversation (agent.grounding)."""
+    from agent.grounding import ungrounded
+
+    on = default_grounding() if r.grounded_calls is None else r.grounded_calls
+    return bool(on and r.messages is not None and r.tools and choice == "auto" and ungrounded(text, r.messages))
+
+
 def _ground(model, fmt, requests: list[Request], choices: list, done: list[Completion], batch_size: int) -> None:
     """Replace, in place, each reply whose calls take no value from the conversation with the
     reply to that conversation without the tools (agent.grounding). Only where the model chose:
     tool_choice "auto", tools offered, the conversation given and grounding on."""
-    from agent.grounding import ungrounded
-
-    redo = [i for i, (r, c) in enumerate(zip(requests, choices, strict=True))
-            if r.messages is not None and r.tools and c == "auto"
-            and (default_grounding() if r.grounded_calls is None else r.grounded_calls)
-            and ungrounded(done[i].text, r.messages)]
+    redo = [i for i, (r, c) in enumerate(zip(requests, choices, strict=True)) if withholds(r, c, done[i].text)]
     if not redo:
         return
     again = complete(model, fmt, [Request(prompt=fmt.encode(requests[i].messages, None), tools=None,
