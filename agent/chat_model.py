@@ -34,7 +34,8 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, model_validator
 
-from agent.decode import default_constrain, generate_ids
+from agent.decode import default_constrain, default_grounding, generate_ids
+from agent.grounding import drop_invented
 from agent.messages import from_dicts, new_call_id, text_of, to_dicts, tool_schemas
 from agent.prompt import CALL_OPEN, Parsed
 from agent.runtime import Loaded, ModelRuntime, Pinned
@@ -227,15 +228,19 @@ class LocalChatModel(BaseChatModel):
             if s in text:
                 text, finish = text[: text.index(s)], "stop"
         parsed = fmt.parse(text, call.tools or [])
+        calls, dropped = parsed.calls, []
+        if call.messages is not None and default_grounding():  # no filter the user never gave
+            calls, dropped = drop_invented(parsed.calls, call.tools or [], call.messages)
         n_in, n_out = len(call.prompt_ids), len(new_ids)
         return AIMessage(
             content=parsed.content,
-            tool_calls=[tool_call(name=c["name"], args=c["arguments"], id=new_call_id()) for c in parsed.calls],
+            tool_calls=[tool_call(name=c["name"], args=c["arguments"], id=new_call_id()) for c in calls],
             invalid_tool_calls=_invalid(parsed),
             usage_metadata={"input_tokens": n_in, "output_tokens": n_out, "total_tokens": n_in + n_out},
             response_metadata={"model_name": call.loaded.version, "model_version": call.loaded.version,
                                "finish_reason": finish,
-                               **({"withheld_call": withheld} if withheld is not None else {})},
+                               **({"withheld_call": withheld} if withheld is not None else {}),
+                               **({"dropped_arguments": dropped} if dropped else {})},
         )
 
     def _generate(

@@ -20,6 +20,12 @@ of catalog's forty demonstrations), and a value copied from a demonstration reca
 context (user turns are user turns). agent.decode applies it where the model chose to call
 (tool_choice "auto") and the caller gave the conversation: an ungrounded reply is decoded again
 from the same conversation without the tools, as `ask` answers.
+
+The same test, one argument at a time, catches the filters a call invents: "I would like to see a
+movie in Vallejo." → `Movies_1_FindMovies(location="Vallejo, CA", genre="Animation",
+show_type="imax")`. An *optional* argument whose value the conversation never mentions is dropped
+from a call that is made (`drop_invented`), so the tool applies its own default; a required one
+stays (the call would not run without it). The chat model does this to every call it returns.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from agent.prompt import CALL_CLOSE, CALL_OPEN
+from agent.prompt import parse_tool_calls
+from memory.toolschema import function_schema, tool_name
 
 STEM = 5  # letters two words must share to be the same word ("miles" ~ "mile", "reserve" ~ "reservation")
 # values that carry no information of their own: they ground nothing
@@ -112,28 +119,47 @@ def grounded(arguments: dict, source: Source) -> bool:
     return source.value(arguments) is True
 
 
+def _required(tool: dict) -> set[str]:
+    return set((function_schema(tool).get("parameters") or {}).get("required") or [])
+
+
+def drop_invented(calls: list[dict], tools: list[dict], messages: Iterable[dict]) -> tuple[list[dict], list[dict]]:
+    """`calls` ([{"name", "arguments"}]) without their optional arguments whose values the
+    conversation never mentions (a value that says nothing, like "dontcare", stays), and what
+    was dropped: [{"name", "arguments": {dropped}}], one per call that lost any, in order.
+    A call naming none of `tools` is left as it is."""
+    by_name = {tool_name(t): t for t in tools}
+    source: Source | None = None
+    kept, dropped = [], []
+    for call in calls:
+        tool, args = by_name.get(call.get("name")), call.get("arguments")
+        if tool is None or not isinstance(args, dict) or not args:
+            kept.append(call)
+            continue
+        source = source or Source.of(messages)
+        required = _required(tool)
+        gone = {k: v for k, v in args.items() if k not in required and source.value(v) is False}
+        if gone:
+            call = {**call, "arguments": {k: v for k, v in args.items() if k not in gone}}
+            dropped.append({"name": call["name"], "arguments": gone})
+        kept.append(call)
+    return kept, dropped
+
+
 def calls_in(text: str) -> list[tuple[str, dict]]:
-    """(name, arguments) of each call block in a reply, a block cut off at the token limit
-    included (its complete "key": value pairs); blocks without a name are left out."""
-    out = []
-    for block in text.split(CALL_OPEN)[1:]:
-        body = block.split(CALL_CLOSE, 1)[0].strip()
-        try:
-            call = json.loads(body)
-            if isinstance(call, dict) and isinstance(call.get("name"), str):
-                args = call.get("arguments")
-                out.append((call["name"], args if isinstance(args, dict) else {}))
-                continue
-        except ValueError:
-            pass
-        name = _NAME.search(body)
+    """(name, arguments) of each call in a reply: the well-formed blocks as agent.prompt parses
+    them, then each block cut off at the token limit (or otherwise unreadable) by its complete
+    "key": value pairs; blocks without a name are left out."""
+    parsed = parse_tool_calls(text)
+    out = [(c["name"], c["arguments"]) for c in parsed.calls]
+    for bad in parsed.invalid:
+        name = _NAME.search(bad.raw)
         if name is None:
             continue
-        rest = body[name.end():]
+        rest = bad.raw[name.end():]
         start = rest.find('"arguments"')
         rest = rest[start + len('"arguments"'):] if start >= 0 else ""
-        out.append((json.loads(f'"{name.group(1)}"'),
-                    {k: json.loads(v) for k, v in _PAIR.findall(rest)}))
+        out.append((json.loads(f'"{name.group(1)}"'), {k: json.loads(v) for k, v in _PAIR.findall(rest)}))
     return out
 
 

@@ -79,6 +79,7 @@ class Episode:
     recall_skipped: list[str] = field(default_factory=list)  # skills not recalled: the model learned them
     offered: list[str] | None = None  # tool names offered; None: every tool (not routed)
     withheld: list[dict] = field(default_factory=list)  # [{"turn", "reply"}]: calls not grounded (agent.grounding)
+    dropped: list[dict] = field(default_factory=list)  # [{"turn", "name", "arguments"}]: invented optional values
     turns: int = 0
     usage: dict = field(default_factory=lambda: {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0})
     learned_turn: int | None = None  # index in `messages` of the turn a demonstration would learn
@@ -104,7 +105,8 @@ class Episode:
             "model_version": self.model_version,
             "meta": {"status": self.status, "error": self.error, "turns": self.turns,
                      "recalled": self.recalled, "recall_skipped": self.recall_skipped, "offered": self.offered,
-                     "withheld": self.withheld, "invalid_calls": self.invalid_calls,
+                     "withheld": self.withheld, "dropped_arguments": self.dropped,
+                     "invalid_calls": self.invalid_calls,
                      "tool_results": [{k: r[k] for k in ("name", "status", "truncated")} for r in self.tool_results],
                      "usage": self.usage},
         }
@@ -238,6 +240,7 @@ class Agent:
             convo.append(ai)
             if (withheld := (ai.response_metadata or {}).get("withheld_call")) is not None:
                 episode.withheld.append({"turn": turn, "reply": withheld})
+            episode.dropped += [{"turn": turn, **d} for d in (ai.response_metadata or {}).get("dropped_arguments", [])]
             for key in episode.usage:
                 episode.usage[key] += (ai.usage_metadata or {}).get(key, 0)
             valid, invalid = _checked_calls(ai, by_name)

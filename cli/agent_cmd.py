@@ -103,6 +103,10 @@ def show_episode(ep) -> None:
         console.print(Text(f"  ← {_short(r['content'])}", style=style))
     for c in ep.invalid_calls:
         console.print(Text(f"  ✗ invalid call: {c['error']}", style="yellow"))
+    for d in ep.dropped:
+        args = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in d["arguments"].items())
+        console.print(Text(f"  ✂ {d['name']}: {args} left out (not in the question; the tool's default applies)",
+                           style="dim"))
     for w in ep.withheld:
         console.print(Text(f"  ∅ call not made (no value from the question): {_short(w['reply'], 120)}", style="dim"))
     if ep.status == "answered":

@@ -331,8 +331,9 @@ def decoding_settings(config: GateConfig) -> dict:
     free = {} if default_constrain() else {"tool_calls": "free"}
     threshold = default_call_threshold()
     decided = {"call_threshold": threshold} if threshold > 0 else {}
-    # grounded calls (agent.grounding) are written when on: results cached before them are not reused
-    grounded = {"grounded_calls": True} if default_grounding() else {}
+    # grounded calls and arguments (agent.grounding) are written when on: results cached before
+    # them are not reused
+    grounded = {"grounded_calls": True, "grounded_arguments": True} if default_grounding() else {}
     return {**DECODING, "batch_size": config.batch_size, **free, **decided, **grounded}
 
 

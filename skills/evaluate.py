@@ -16,7 +16,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from agent.decode import default_constrain
+from agent.decode import default_constrain, default_grounding
+from agent.grounding import drop_invented
 from agent.loop import demonstration_messages  # the agent's own few-shot layout, shared
 from agent.prompt import PromptFormat, call_block, call_json
 from skills.checker import check_calls
@@ -146,13 +147,15 @@ def evaluate_skill(
     withheld: list[str | None] = []
     texts = generate_texts(model, fmt, prompts, max_new_tokens=budget, batch_size=batch_size,
                            tools=tools, constrain=constrained, conversations=conversations, withheld=withheld)
+    grounded = default_grounding()  # as the chat model serves calls: no argument the request never gave
     results = []
     for i, (case, text, demos) in enumerate(zip(cases, texts, shown, strict=True)):
         parsed = fmt.parse(text, tools)
+        calls, dropped = drop_invented(parsed.calls, tools, conversations[i]) if grounded else (parsed.calls, [])
         if parsed.invalid:
             ok, reason = False, f"invalid call: {parsed.invalid[0].error}"
         else:
-            verdict = check_calls(parsed.calls, case["expected"], tools)
+            verdict = check_calls(calls, case["expected"], tools)
             ok, reason = verdict.correct, verdict.reason
         results.append({
             "id": str(case.get("id", i)),
@@ -160,8 +163,9 @@ def evaluate_skill(
             "correct": ok,
             "reason": reason,
             "request": user_text(case["messages"]),
-            "answer": "\n".join(call_json(c) for c in parsed.calls) or text,
-            "calls": parsed.calls,
+            "answer": "\n".join(call_json(c) for c in calls) or text,
+            "calls": calls,
+            **({"dropped": dropped} if dropped else {}),
             "invalid": [{"raw": c.raw, "error": c.error} for c in parsed.invalid],
             "text": text,
             "expected": case["expected"],
@@ -171,6 +175,8 @@ def evaluate_skill(
     notes = [f"recall {recall}"] if recall else []
     notes.append(f"decoding: {'constrained' if constrained else 'free'}")
     mark_withheld(results, withheld, notes)
+    if n := sum(len(d["arguments"]) for c in results for d in c.get("dropped", [])):
+        notes.append(f"{n} optional argument(s) not in the request were left out of the calls")
     return SuiteResult(name=name, kind="skill", cases=results, model=model_name,
                        wall_s=time.perf_counter() - t0, constrained=constrained, notes=notes)
 

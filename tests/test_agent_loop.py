@@ -137,6 +137,25 @@ def test_a_call_the_question_gives_no_value_for_is_answered_without_tools(memory
     assert memory.episode(ep.id)["meta"]["withheld"] == ep.withheld
 
 
+def test_an_invented_optional_argument_is_left_out_and_the_episode_says_so(memory, capsys):
+    """"Show me films in Vallejo" → find_movies(location="Vallejo", genre="Animation"): the tool
+    gets the place, not the genre nobody asked for; the episode and `run`'s output say what went."""
+    from cli.agent_cmd import show_episode
+
+    movies = {"name": "find_movies", "description": "Films showing in a place.",
+              "parameters": {"type": "object", "properties": {"location": {"type": "string"}, "genre": {"type": "string"}},
+                             "required": ["location"]}}
+    seen = []
+    agent, _, _ = agent_with([call("find_movies", location="Vallejo", genre="Animation"), "Three films."], memory,
+                             tools=[(movies, lambda location, genre="any": seen.append((location, genre)) or "3 films")])
+    ep = agent.run("Show me films in Vallejo")
+    assert seen == [("Vallejo", "any")] and ep.tool_calls == [{"name": "find_movies", "arguments": {"location": "Vallejo"}}]
+    assert ep.dropped == [{"turn": 1, "name": "find_movies", "arguments": {"genre": "Animation"}}]
+    assert memory.episode(ep.id)["meta"]["dropped_arguments"] == ep.dropped and ep.status == "answered"
+    show_episode(ep)
+    assert 'find_movies: genre="Animation" left out (not in the question' in capsys.readouterr().out
+
+
 def test_recall_puts_demonstrations_before_the_question_and_zero_turns_it_off(memory):
     memory.add_demonstration("math", [{"role": "user", "content": "What is 3 times 5?"}],
                              [{"name": "multiply", "arguments": {"a": 3, "b": 5}}])

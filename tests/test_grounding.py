@@ -18,7 +18,15 @@ from agent.decode import (
     generate_ids,
     grounding,
 )
-from agent.grounding import EMPTY, Source, calls_in, conversation_text, grounded, ungrounded
+from agent.grounding import (
+    EMPTY,
+    Source,
+    calls_in,
+    conversation_text,
+    drop_invented,
+    grounded,
+    ungrounded,
+)
 from agent.prompt import CALL_OPEN, PromptFormat
 from tiny import Steered
 
@@ -162,8 +170,9 @@ def test_grounding_is_part_of_the_gates_cache_key():
     on = decoding_settings(GateConfig())
     with grounding(False):
         off = decoding_settings(GateConfig())
-    assert on["grounded_calls"] is True and "grounded_calls" not in off
-    assert {k: v for k, v in on.items() if k != "grounded_calls"} == off
+    keys = ("grounded_calls", "grounded_arguments")
+    assert all(on[k] is True and k not in off for k in keys)
+    assert {k: v for k, v in on.items() if k not in keys} == off
 
 
 def test_the_chat_model_answers_instead_of_an_ungrounded_call_invoked_or_streamed(tiny_model, tiny_tokenizer):
@@ -237,3 +246,103 @@ def test_the_gate_suites_keep_the_withheld_call_and_the_report_shows_it(tiny_mod
     skill = evaluate_skill(model, tiny_tokenizer, [{"messages": messages, "expected": [{"name": "get_weather", "arguments": {"unit": "c"}}]}],
                            flat, name="weather", max_new_tokens=40)
     assert skill.cases[0]["withheld"].startswith(CALL[:40]) and skill.cases[0]["score"] == 0.0
+
+
+# ---- invented optional arguments -------------------------------------------------------------
+
+MOVIES = {"name": "find_movies", "description": "Movies showing near a place.",
+          "parameters": {"type": "object", "properties": {
+              "location": {"type": "string"}, "genre": {"type": "string"},
+              "max_price": {"type": "number"}, "show_type": {"type": "string"}},
+              "required": ["location"]}}
+
+
+def _movie_call(**arguments) -> dict:
+    return {"name": "find_movies", "arguments": arguments}
+
+
+@pytest.mark.parametrize("question, arguments, kept, gone", [
+    # the filter nobody asked for goes; the place stays
+    ("I would like to see a movie in Vallejo.", {"location": "Vallejo, CA", "genre": "Animation"},
+     {"location": "Vallejo, CA"}, {"genre": "Animation"}),
+    # a required value stays even when invented: the call would not run without it
+    ("Any horror films tonight?", {"location": "Paris", "genre": "Horror"}, {"location": "Paris", "genre": "Horror"}, {}),
+    # numbers by value; a value that says nothing is not an invention
+    ("Films in Napa under $12?", {"location": "Napa", "max_price": 12, "show_type": "dontcare"},
+     {"location": "Napa", "max_price": 12, "show_type": "dontcare"}, {}),
+    ("Films in Napa?", {"location": "Napa", "max_price": 12, "show_type": "imax"}, {"location": "Napa"},
+     {"max_price": 12, "show_type": "imax"}),
+])
+def test_optional_arguments_the_conversation_never_gave_are_dropped(question, arguments, kept, gone):
+    messages = [{"role": "user", "content": question}]
+    calls, dropped = drop_invented([_movie_call(**arguments)], [MOVIES], messages)
+    assert calls == [_movie_call(**kept)]
+    assert dropped == ([{"name": "find_movies", "arguments": gone}] if gone else [])
+    assert arguments != kept or not dropped  # the input call is not changed in place
+    # the OpenAI spelling of the tool reads the same; a call to a tool not offered is left alone
+    assert drop_invented([_movie_call(**arguments)], [{"type": "function", "function": MOVIES}], messages)[0] == calls
+    stray = {"name": "other", "arguments": {"genre": "Animation"}}
+    assert drop_invented([stray], [MOVIES], messages) == ([stray], [])
+
+
+MOVIE_CALL = '<tool_call>\n{"name": "find_movies", "arguments": {"location": "Vallejo", "genre": "Animation"}}\n</tool_call>'
+VALLEJO = "I would like to see a movie in Vallejo."
+
+
+def test_the_chat_model_drops_invented_arguments_invoked_or_streamed(tiny_model, tiny_tokenizer):
+    from langchain_core.messages import HumanMessage
+
+    from agent.chat_model import LocalChatModel
+
+    fmt = PromptFormat(tiny_tokenizer)
+    prompt = fmt.encode([{"role": "user", "content": VALLEJO}], [MOVIES])
+    model = Steered(tiny_model, tiny_tokenizer, len(prompt), MOVIE_CALL, 30.0)
+    llm = LocalChatModel.from_model(model, tiny_tokenizer, max_new_tokens=60).bind_tools([MOVIES])
+    invoked = llm.invoke([HumanMessage(VALLEJO)])
+    chunks = list(llm.stream([HumanMessage(VALLEJO)]))
+    streamed = chunks[0]
+    for c in chunks[1:]:
+        streamed += c
+    for m in (invoked, streamed):
+        assert [(c["name"], c["args"]) for c in m.tool_calls] == [("find_movies", {"location": "Vallejo"})]
+        assert m.response_metadata["dropped_arguments"] == [{"name": "find_movies", "arguments": {"genre": "Animation"}}]
+    with grounding(False):
+        raw = llm.invoke([HumanMessage(VALLEJO)])
+    assert raw.tool_calls[0]["args"] == {"location": "Vallejo", "genre": "Animation"}
+    assert "dropped_arguments" not in raw.response_metadata
+
+
+def test_the_evaluation_and_the_report_score_the_call_as_served(tiny_model, tiny_tokenizer):
+    """A skill case whose call invents a filter: served (the filter left out) it is right, as
+    written it is wrong; the case and the notes say what was left out, and so does the report."""
+    from learner.report import changed_cases
+    from skills.evaluate import evaluate_skill
+
+    fmt = PromptFormat(tiny_tokenizer)
+    messages = [{"role": "user", "content": VALLEJO}]
+    model = Steered(tiny_model, tiny_tokenizer, len(fmt.encode(messages, [MOVIES])), MOVIE_CALL, 30.0)
+    case = {"messages": messages, "expected": [{"name": "find_movies",
+                                                "arguments": {"location": ["Vallejo"], "genre": ["", "dontcare"]}}]}
+    served = evaluate_skill(model, tiny_tokenizer, [case], [MOVIES], name="movies", max_new_tokens=60)
+    with grounding(False):
+        raw = evaluate_skill(model, tiny_tokenizer, [case], [MOVIES], name="movies", max_new_tokens=60)
+    assert served.cases[0]["correct"] and not raw.cases[0]["correct"] and "genre" in raw.cases[0]["reason"]
+    assert served.cases[0]["calls"] == [_movie_call(location="Vallejo")]
+    assert served.cases[0]["dropped"] == [{"name": "find_movies", "arguments": {"genre": "Animation"}}]
+    assert "dropped" not in raw.cases[0] and served.cases[0]["text"] == raw.cases[0]["text"]
+    assert "1 optional argument(s) not in the request were left out of the calls" in served.notes
+    (line,) = changed_cases(raw, served)
+    assert line.startswith("- better: case 0") and line.endswith('(left out, not in the request: `genre="Animation"`)')
+
+
+def test_the_server_records_what_was_left_out():
+    from langchain_core.messages import AIMessage
+
+    from agent.server.engine import Engine, Job
+
+    job = Job(messages=[{"role": "user", "content": VALLEJO}], tools=[MOVIES], choice=None, version=None, options={})
+    gone = [{"name": "find_movies", "arguments": {"genre": "Animation"}}]
+    ai = AIMessage(content="", tool_calls=[{"name": "find_movies", "args": {"location": "Vallejo"}, "id": "c1"}],
+                   response_metadata={"model_version": "v1", "finish_reason": "stop", "dropped_arguments": gone})
+    reply = Engine._reply(None, ai, job, [], "")
+    assert reply.dropped == gone and [c["arguments"] for c in reply.calls] == ['{"location": "Vallejo"}']

@@ -55,6 +55,7 @@ class Reply:
     streamed: str = ""  # content already sent as deltas
     constrained: bool | None = None  # decoded under the schema grammar (Engine.constrained_for)
     withheld: str | None = None  # a reply whose calls took no value from the conversation (agent.grounding)
+    dropped: list[dict] = field(default_factory=list)  # optional arguments the conversation never gave
 
 
 def bind(llm: LocalChatModel, tools: list[dict], choice: str | None):
@@ -205,7 +206,8 @@ class Engine:
         n_in, n_out = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
         return Reply(content=content, calls=calls, finish=finish, version=meta.get("model_version") or "unknown",
                      usage={"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out},
-                     raw=raw, answer_source=source, invalid=invalid, streamed=streamed, withheld=withheld)
+                     raw=raw, answer_source=source, invalid=invalid, streamed=streamed, withheld=withheld,
+                     dropped=list(meta.get("dropped_arguments") or []))
 
 
 def _arguments_text(raw: str | None) -> str | None:

@@ -57,6 +57,8 @@ class EpisodeLog:
             meta.update(answer_source=reply.answer_source, model_text=reply.raw)
         if reply.withheld is not None:
             meta["withheld"] = reply.withheld
+        if reply.dropped:
+            meta["dropped_arguments"] = reply.dropped
         try:
             episode_id = self.memory.record_episode(
                 messages, calls, None if calls else reply.content,
