@@ -26,6 +26,10 @@ movie in Vallejo." → `Movies_1_FindMovies(location="Vallejo, CA", genre="Anima
 show_type="imax")`. An *optional* argument whose value the conversation never mentions is dropped
 from a call that is made (`drop_invented`), so the tool applies its own default; a required one
 stays (the call would not run without it). The chat model does this to every call it returns.
+
+A value that *is* a tool's name is invented whatever the conversation says: a model that has
+learned a tool copies its name into a field ("a movie in Vallejo" → `theater_name=
+"Movies_1_FindMovies"`, which "movie" would otherwise ground by its stem).
 """
 
 from __future__ import annotations
@@ -57,17 +61,24 @@ def _number(token: str) -> float | None:
         return None
 
 
-class Source:
-    """The words and numbers of a conversation's user and tool turns, ready to check values against."""
+def _squeezed(text: str) -> str:
+    """Letters and digits only, lower case: "Movies_1_FindMovies" and "movies 1 findmovies" agree."""
+    return "".join(c for c in text.lower() if c.isalnum())
 
-    def __init__(self, text: str):
+
+class Source:
+    """The words and numbers of a conversation's user and tool turns, ready to check values
+    against, and the names of the tools in play (a value that is one of them is invented)."""
+
+    def __init__(self, text: str, tool_names: Iterable[str] = ()):
         tokens = _tokens(text)
         self.words = {t for t in tokens if not t[0].isdigit()}
         self.numbers = {_number(t) for t in tokens if t[0].isdigit()}
+        self.tool_names = {_squeezed(n) for n in tool_names} - {""}
 
     @classmethod
-    def of(cls, messages: Iterable[dict]) -> Source:
-        return cls(conversation_text(messages))
+    def of(cls, messages: Iterable[dict], tool_names: Iterable[str] = ()) -> Source:
+        return cls(conversation_text(messages), tool_names)
 
     def has_word(self, word: str) -> bool:
         """Two words match when they share their first min(STEM, their lengths) letters, at least
@@ -92,6 +103,8 @@ class Source:
         text = str(v).strip().lower()
         if text in EMPTY:
             return None
+        if _squeezed(text) in self.tool_names:
+            return False
         tokens = [t for t in _tokens(text) if t not in EMPTY]
         if not tokens:
             return None
@@ -136,7 +149,7 @@ def drop_invented(calls: list[dict], tools: list[dict], messages: Iterable[dict]
         if tool is None or not isinstance(args, dict) or not args:
             kept.append(call)
             continue
-        source = source or Source.of(messages)
+        source = source or Source.of(messages, by_name)
         required = _required(tool)
         gone = {k: v for k, v in args.items() if k not in required and source.value(v) is False}
         if gone:
@@ -169,5 +182,5 @@ def ungrounded(text: str, messages: Iterable[dict]) -> list[str]:
     calls = calls_in(text)
     if not calls:
         return []
-    source = Source.of(messages)
+    source = Source.of(messages, (name for name, _ in calls))
     return [name for name, args in calls if not grounded(args, source)]

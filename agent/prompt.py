@@ -50,6 +50,11 @@ def call_json(call: dict) -> str:
     return json.dumps({"name": call["name"], "arguments": call.get("arguments", {})}, ensure_ascii=False)
 
 
+def argument_list(arguments: dict) -> str:
+    """Arguments as a person reads them in a call: `location="Vallejo, CA", max_price=12`."""
+    return ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in arguments.items())
+
+
 def call_block(call: dict) -> str:
     return f"{CALL_OPEN}\n{call_json(call)}\n{CALL_CLOSE}"
 

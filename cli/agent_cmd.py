@@ -96,16 +96,16 @@ def build_agent(memory, *, home, skill, recall, model, max_new_tokens, max_turns
 
 
 def show_episode(ep) -> None:
+    from agent.prompt import argument_list
+
     for r in ep.tool_results:
-        args = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in r["arguments"].items())
-        console.print(Text(f"  → {r['name']}({args})", style="cyan"))
+        console.print(Text(f"  → {r['name']}({argument_list(r['arguments'])})", style="cyan"))
         style = "red" if r["status"] == "error" else "dim"
         console.print(Text(f"  ← {_short(r['content'])}", style=style))
     for c in ep.invalid_calls:
         console.print(Text(f"  ✗ invalid call: {c['error']}", style="yellow"))
     for d in ep.dropped:
-        args = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in d["arguments"].items())
-        console.print(Text(f"  ✂ {d['name']}: {args} left out (not in the question; the tool's default applies)",
+        console.print(Text(f"  ✂ {d['name']}: {argument_list(d['arguments'])} left out (not in the question; the tool's default applies)",
                            style="dim"))
     for w in ep.withheld:
         console.print(Text(f"  ∅ call not made (no value from the question): {_short(w['reply'], 120)}", style="dim"))

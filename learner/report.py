@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import base64
 import html as html_lib
-import json
 import math
 import re
 from pathlib import Path
 
+from agent.prompt import argument_list
 from learner.stats import bwt
 from skills.evaluate import SuiteResult
 
@@ -180,8 +180,7 @@ def changed_cases(champ: SuiteResult, cand: SuiteResult) -> list[str]:
             if c.get("withheld"):
                 why += f" (call withheld, not grounded in the request: `{_code(_short(c['withheld'], 80))}`)"
             if c.get("dropped"):
-                gone = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for d in c["dropped"]
-                                 for k, v in d["arguments"].items())
+                gone = ", ".join(argument_list(d["arguments"]) for d in c["dropped"])
                 why += f" (left out, not in the request: `{_code(_short(gone, 80))}`)"
             lines.append(f"- {kind}: case {c['id']}: {_cell(_short(ask, 100))} — champion `{_code(_short(had, 120))}`; "
                          f"candidate `{_code(_short(got, 120))}`{_cell(why)}")

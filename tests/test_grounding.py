@@ -64,6 +64,17 @@ def test_a_call_is_grounded_when_a_value_comes_from_the_conversation(args, text,
     assert grounded(args, _src(text)) is expected
 
 
+def test_a_value_that_is_a_tool_name_grounds_nothing():
+    """Whatever the conversation says: "movie" would ground "Movies_1_FindMovies" by its stem."""
+    user = [{"role": "user", "content": "I want to see a movie, find movies for me"}]
+    named = Source.of(user, ["Movies_1_FindMovies", "find_movies"])
+    assert named.value("Movies_1_FindMovies") is False and named.value("find movies") is False
+    assert named.value("movies") is True  # a word of the name is still a word of the request
+    assert Source.of(user).value("find_movies") is True  # without the names, the stems ground it
+    reply = '<tool_call>\n{"name": "find_movies", "arguments": {"theater_name": "find_movies"}}\n</tool_call>'
+    assert ungrounded(reply, user) == ["find_movies"]
+
+
 def test_a_translated_value_is_not_seen():
     """The documented blind spot: a synonym the model translated (4 of catalog's 40 demonstrations)."""
     assert not grounded({"category": "laptop"}, _src("show me notebook computers"))
@@ -272,6 +283,9 @@ def _movie_call(**arguments) -> dict:
      {"location": "Napa", "max_price": 12, "show_type": "dontcare"}, {}),
     ("Films in Napa?", {"location": "Napa", "max_price": 12, "show_type": "imax"}, {"location": "Napa"},
      {"max_price": 12, "show_type": "imax"}),
+    # the tool's own name copied into a field is invented, though "movie" shares its stem
+    ("I would like to see a movie in Vallejo.", {"location": "Vallejo", "genre": "Find_Movies"},
+     {"location": "Vallejo"}, {"genre": "Find_Movies"}),
 ])
 def test_optional_arguments_the_conversation_never_gave_are_dropped(question, arguments, kept, gone):
     messages = [{"role": "user", "content": question}]
