@@ -45,15 +45,17 @@ def rescore(case: dict, tools: list[dict]) -> dict:
             "calls": calls, "kept": kept, "dropped": dropped}
 
 
-def saved_suites(home: Path):
-    """(report, version, skill suite) of every gate report in `home`, each (version, skill) once."""
+def saved_suites(home: Path, kinds: tuple[str, ...] = ("skill",)):
+    """(report, version, suite) of every gate report in `home` whose suite is of one of `kinds`
+    (a suite kind, or a suite's name), each (version, suite) once."""
     seen = set()
     for path in sorted(home.glob("reports/run-*/results.json")):
         for version, suites in json.loads(path.read_text()).items():
             if not isinstance(suites, list):
                 continue
             for suite in suites:
-                if suite.get("kind") == "skill" and (version, suite["name"]) not in seen:
+                wanted = suite.get("kind") in kinds or suite.get("name") in kinds
+                if wanted and (version, suite["name"]) not in seen:
                     seen.add((version, suite["name"]))
                     yield path.parent.name, version, suite
 
