@@ -27,11 +27,6 @@ show_type="imax")`. An *optional* argument whose value the conversation never me
 from a call that is made (`drop_invented`), so the tool applies its own default; a required one
 stays (the call would not run without it). The chat model does this to every call it returns.
 
-A switch is a filter too: an optional boolean the call turns away from the schema's default
-(False where none is given) is invented unless a word of the argument's name appears in the
-conversation ("a salon in Berkeley" → `is_unisex=true` goes; "a unisex salon" keeps it; "caters to
-both men and women" loses it, the paraphrase the rule cannot see).
-
 A value that *is* a tool's name is invented whatever the conversation says: a model that has
 learned a tool copies its name into a field ("a movie in Vallejo" → `theater_name=
 "Movies_1_FindMovies"`, which "movie" would otherwise ground by its stem).
@@ -137,28 +132,13 @@ def grounded(arguments: dict, source: Source) -> bool:
     return source.value(arguments) is True
 
 
-_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
-_SWITCH_STOP = frozenset({"is", "has", "with", "only", "include", "includes", "allow", "allows", "the", "for", "and", "not"})
-
-
-def _switch_named(name: str, source: Source) -> bool:
-    """Whether the conversation says a word of a boolean argument's name ("is_unisex" → "unisex",
-    "inStock" → "stock")."""
-    words = re.split(r"[^a-z0-9]+", _CAMEL.sub(" ", name).lower())
-    return any(source.has_word(w) for w in words if len(w) > 2 and w not in _SWITCH_STOP)
-
-
-def _invented(key: str, value: Any, spec: dict, source: Source) -> bool:
-    """Whether an optional argument's value comes from nowhere (see the module docstring)."""
-    if isinstance(value, bool):
-        return value != spec.get("default", False) and not _switch_named(key, source)
-    return source.value(value) is False
+def _required(tool: dict) -> set[str]:
+    return set((function_schema(tool).get("parameters") or {}).get("required") or [])
 
 
 def drop_invented(calls: list[dict], tools: list[dict], messages: Iterable[dict]) -> tuple[list[dict], list[dict]]:
     """`calls` ([{"name", "arguments"}]) without their optional arguments whose values the
-    conversation never mentions (a value that says nothing, like "dontcare", stays; a boolean
-    switched on stays when the conversation names it), and what
+    conversation never mentions (a value that says nothing, like "dontcare", stays), and what
     was dropped: [{"name", "arguments": {dropped}}], one per call that lost any, in order.
     A call naming none of `tools` is left as it is."""
     by_name = {tool_name(t): t for t in tools}
@@ -170,10 +150,8 @@ def drop_invented(calls: list[dict], tools: list[dict], messages: Iterable[dict]
             kept.append(call)
             continue
         source = source or Source.of(messages, by_name)
-        parameters = function_schema(tool).get("parameters") or {}
-        required, props = set(parameters.get("required") or []), parameters.get("properties") or {}
-        gone = {k: v for k, v in args.items()
-                if k not in required and _invented(k, v, props.get(k) or {}, source)}
+        required = _required(tool)
+        gone = {k: v for k, v in args.items() if k not in required and source.value(v) is False}
         if gone:
             call = {**call, "arguments": {k: v for k, v in args.items() if k not in gone}}
             dropped.append({"name": call["name"], "arguments": gone})

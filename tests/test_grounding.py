@@ -264,8 +264,7 @@ def test_the_gate_suites_keep_the_withheld_call_and_the_report_shows_it(tiny_mod
 MOVIES = {"name": "find_movies", "description": "Movies showing near a place.",
           "parameters": {"type": "object", "properties": {
               "location": {"type": "string"}, "genre": {"type": "string"},
-              "max_price": {"type": "number"}, "show_type": {"type": "string"},
-              "isSubtitled": {"type": "boolean"}, "in_stock": {"type": "boolean", "default": True}},
+              "max_price": {"type": "number"}, "show_type": {"type": "string"}},
               "required": ["location"]}}
 
 
@@ -284,13 +283,6 @@ def _movie_call(**arguments) -> dict:
      {"location": "Napa", "max_price": 12, "show_type": "dontcare"}, {}),
     ("Films in Napa?", {"location": "Napa", "max_price": 12, "show_type": "imax"}, {"location": "Napa"},
      {"max_price": 12, "show_type": "imax"}),
-    # a switch turned on is a filter: kept when the request names it, dropped when not
-    ("Films in Napa?", {"location": "Napa", "isSubtitled": True}, {"location": "Napa"}, {"isSubtitled": True}),
-    ("Subtitled films in Napa?", {"location": "Napa", "isSubtitled": True}, {"location": "Napa", "isSubtitled": True}, {}),
-    # a switch at the schema's default (False when none is given) is no filter; "in" names nothing
-    ("Films in Napa?", {"location": "Napa", "isSubtitled": False, "in_stock": True},
-     {"location": "Napa", "isSubtitled": False, "in_stock": True}, {}),
-    ("Films in Napa?", {"location": "Napa", "in_stock": False}, {"location": "Napa"}, {"in_stock": False}),
     # the tool's own name copied into a field is invented, though "movie" shares its stem
     ("I would like to see a movie in Vallejo.", {"location": "Vallejo", "genre": "Find_Movies"},
      {"location": "Vallejo"}, {"genre": "Find_Movies"}),
