@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from nightly import load_skill, log, night_record  # noqa: E402
 
 from learner.config import parse_settings, shipped_config  # noqa: E402
-from learner.gate import GateConfig  # noqa: E402
-from learner.run import learn_now  # noqa: E402
+from learner.gate import GateConfig, run_gate  # noqa: E402
+from learner.run import RunResult, learn_now  # noqa: E402
 from memory.store import Memory  # noqa: E402
 from skills.install import install_pack  # noqa: E402
 
@@ -46,6 +46,21 @@ def link_or_copy(src: str, dst: str) -> str:
     return dst
 
 
+def regate(home: Path, candidate: str, skill: str, gate: GateConfig) -> RunResult:
+    """Gate a trained candidate again (`sdft-agent gate check`'s path), reported as the night of
+    the learning run that made it, so the night's record keeps its training figures."""
+    with Memory(home) as memory:
+        runs = [r for r in memory.runs(limit=1000) if r.get("candidate_version") == candidate and r["method"] != "gate"]
+    if not runs:
+        raise SystemExit(f"{candidate}: no learning run made it in this home")
+    t = time.perf_counter()
+    outcome = run_gate(home, candidate, skill=skill, config=gate, log=log)
+    status = "promoted" if outcome.promoted else "blocked"
+    return RunResult(status, runs[0]["id"], candidate, candidate if outcome.promoted else outcome.champion,
+                     str(outcome.report_path), list(outcome.decision.reasons),
+                     {"gate_s": time.perf_counter() - t})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--snapshot", required=True, help="a home as a night began (memory.db, models/, cache/)")
@@ -53,6 +68,9 @@ def main() -> None:
     ap.add_argument("--skills", required=True, help="comma-separated, in order (nightly.py's specs)")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="LearnConfig field")
     ap.add_argument("--gate-set", action="append", default=[], metavar="FIELD=VALUE", help="GateConfig field")
+    ap.add_argument("--regate", metavar="VERSION",
+                    help="a candidate in the snapshot whose gate did not finish (its night crashed): gate it "
+                         "for the first skill instead of training that skill again")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     snap, home = Path(args.snapshot), Path(args.home)
@@ -81,7 +99,10 @@ def main() -> None:
             name = pack.name
         t = time.perf_counter()
         log(f"night {name}")
-        r = learn_now(home, cfg, skill=name, gate_config=gate, log=log)
+        if args.regate and not out["nights"]:
+            r = regate(home, args.regate, name, gate)
+        else:
+            r = learn_now(home, cfg, skill=name, gate_config=gate, log=log)
         night = night_record(home, r)
         night["skill"], night["wall_s"] = name, time.perf_counter() - t
         out["nights"].append(night)
