@@ -47,16 +47,21 @@ def link_or_copy(src: str, dst: str) -> str:
 
 
 def regate(home: Path, candidate: str, skill: str, gate: GateConfig) -> RunResult:
-    """Gate a trained candidate again (`sdft-agent gate check`'s path), reported as the night of
-    the learning run that made it, so the night's record keeps its training figures."""
+    """Gate a trained candidate again and end the learning run that made it as learn_now would
+    have (promoted or blocked), so the night's record keeps its training figures and later nights
+    see its skill as learned (or not)."""
     with Memory(home) as memory:
         runs = [r for r in memory.runs(limit=1000) if r.get("candidate_version") == candidate and r["method"] != "gate"]
     if not runs:
         raise SystemExit(f"{candidate}: no learning run made it in this home")
-    t = time.perf_counter()
-    outcome = run_gate(home, candidate, skill=skill, config=gate, log=log)
+    run_id, t = runs[0]["id"], time.perf_counter()
+    outcome = run_gate(home, candidate, skill=skill, run_id=run_id, config=gate, log=log)
     status = "promoted" if outcome.promoted else "blocked"
-    return RunResult(status, runs[0]["id"], candidate, candidate if outcome.promoted else outcome.champion,
+    with Memory(home) as memory:  # as learn_now ends a run: its demonstrations count as learned or not
+        memory.update_run(run_id, phase=status)
+        memory.finish_run(run_id, status, metrics={"gate": {"decision": outcome.decision.decision,
+                                                            "report": str(outcome.report_path)}})
+    return RunResult(status, run_id, candidate, candidate if outcome.promoted else outcome.champion,
                      str(outcome.report_path), list(outcome.decision.reasons),
                      {"gate_s": time.perf_counter() - t})
 
@@ -94,8 +99,9 @@ def main() -> None:
         name = spec
         if spec not in installed:
             pack = load_skill(spec, 16, 40, seed=0)
-            with Memory(home) as memory:
-                install_pack(memory, pack)
+            if pack.name not in installed:  # a BFCL spec names its skill only once loaded
+                with Memory(home) as memory:
+                    install_pack(memory, pack)
             name = pack.name
         t = time.perf_counter()
         log(f"night {name}")
