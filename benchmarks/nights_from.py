@@ -11,6 +11,11 @@ what an earlier one landed. retention_teacher.py asks one night in a dry run; th
 
 A skill already installed in the snapshot is learned as it is; any other spec (as nightly.py
 reads them) is installed first. Writes the JSON after every night (nightly.py's night records).
+
+Run it from a checkout nobody edits meanwhile (`git worktree add /work/exp HEAD`): the gate imports
+some modules only when it reaches them, and a night whose process had loaded the old code crashed
+at the gate on the new. `--regate VERSION` then gates the candidate that night left, from a copy
+of its home, and goes on.
 """
 
 from __future__ import annotations
