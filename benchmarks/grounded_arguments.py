@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -60,34 +61,37 @@ def saved_suites(home: Path, kinds: tuple[str, ...] = ("skill",)):
                     yield path.parent.name, version, suite
 
 
+def open_homes(paths: list[str]) -> Iterator[tuple[Path, Memory]]:
+    """Each home the learner ran in, with its memory open while the caller reads it."""
+    for home in map(Path, paths):
+        if not (home / "memory.db").is_file():
+            raise SystemExit(f"{home}: no memory.db; give a home the learner ran in")
+        with Memory(home) as memory:
+            yield home, memory
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--home", action="append", required=True, help="a home whose gate reports to read (repeat)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     rows, by_skill = [], {}
-    for home in map(Path, args.home):
-        if not (home / "memory.db").is_file():
-            raise SystemExit(f"{home}: no memory.db; give a home the learner ran in")
-        memory = Memory(home)
-        try:
-            for report, version, suite in saved_suites(home):
-                tools = memory.tools_for(suite["name"])
-                cases = [rescore(c, tools) for c in suite["cases"]]
-                row = {"home": str(home), "report": report, "version": version, "skill": suite["name"],
-                       "n": len(cases), "written": sum(c["written"] for c in cases),
-                       "served": sum(c["served"] for c in cases),
-                       "won": sum(c["served"] and not c["written"] for c in cases),
-                       "lost": sum(c["written"] and not c["served"] for c in cases),
-                       "changed_calls": sum(bool(c["dropped"]) for c in cases),
-                       "changed": [c for c in cases if c["dropped"]]}
-                rows.append(row)
-                agg = by_skill.setdefault(suite["name"], dict.fromkeys(("n", "written", "served", "won", "lost",
-                                                                         "changed_calls"), 0))
-                for k in agg:
-                    agg[k] += row[k]
-        finally:
-            memory.close()
+    for home, memory in open_homes(args.home):
+        for report, version, suite in saved_suites(home):
+            tools = memory.tools_for(suite["name"])
+            cases = [rescore(c, tools) for c in suite["cases"]]
+            row = {"home": str(home), "report": report, "version": version, "skill": suite["name"],
+                   "n": len(cases), "written": sum(c["written"] for c in cases),
+                   "served": sum(c["served"] for c in cases),
+                   "won": sum(c["served"] and not c["written"] for c in cases),
+                   "lost": sum(c["written"] and not c["served"] for c in cases),
+                   "changed_calls": sum(bool(c["dropped"]) for c in cases),
+                   "changed": [c for c in cases if c["dropped"]]}
+            rows.append(row)
+            agg = by_skill.setdefault(suite["name"], dict.fromkeys(("n", "written", "served", "won", "lost",
+                                                                     "changed_calls"), 0))
+            for k in agg:
+                agg[k] += row[k]
     print(f"{'home':28} {'version':8} {'skill':24} {'n':>3} {'as written':>10} {'served':>7} {'won':>4} {'lost':>4}")
     for r in rows:
         if r["changed_calls"]:

@@ -29,11 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agent.grounding import Source, calls_in, ungrounded  # noqa: E402
-from memory.store import Memory  # noqa: E402
 from memory.toolschema import function_schema, tool_name  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from grounded_arguments import saved_suites  # noqa: E402
+from grounded_arguments import open_homes, saved_suites  # noqa: E402
 
 RULES = ("strict", "strict_free_text")  # every required value; only those without an enum
 
@@ -59,6 +58,15 @@ def invents_required(calls: list[tuple[str, dict]], tools: dict[str, dict], requ
     return False
 
 
+def tally(counts: dict, calls: list[tuple[str, dict]], tools: dict[str, dict], request: str, example: dict) -> None:
+    """Count under each rule whether these calls invent a required value; keep the example if any does."""
+    hit = {r: invents_required(calls, tools, request, r == "strict_free_text") for r in RULES}
+    for r in RULES:
+        counts[r] += hit[r]
+    if any(hit.values()):
+        counts["examples"].append({**example, "request": request, **hit})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--home", action="append", required=True, help="a home whose gate reports to read (repeat)")
@@ -66,42 +74,26 @@ def main() -> None:
     args = ap.parse_args()
     skills: dict[str, dict] = {}
     restraint = {"wrong_calls": 0, **dict.fromkeys(RULES, 0), "examples": []}
-    for home in map(Path, args.home):
-        if not (home / "memory.db").is_file():
-            raise SystemExit(f"{home}: no memory.db; give a home the learner ran in")
-        memory = Memory(home)
-        try:
-            every_tool = {tool_name(t): t for t in memory.tools_for()}
-            for _report, version, suite in saved_suites(home, kinds=("skill", "tool_restraint")):
-                if suite["kind"] == "skill":
-                    row = skills.setdefault(suite["name"], {"right_calls": 0, **dict.fromkeys(RULES, 0), "examples": []})
-                    tools = {tool_name(t): t for t in memory.tools_for(suite["name"])}
-                    for c in suite["cases"]:
-                        if c["correct"] and c.get("calls"):
-                            row["right_calls"] += 1
-                            calls = [(x["name"], x["arguments"]) for x in c["calls"]]
-                            hit = {r: invents_required(calls, tools, c["request"], r == "strict_free_text") for r in RULES}
-                            for r in RULES:
-                                row[r] += hit[r]
-                            if any(hit.values()):
-                                row["examples"].append({"version": version, "request": c["request"],
-                                                        "calls": c["calls"], **hit})
-                    continue
+    for home, memory in open_homes(args.home):
+        every_tool = {tool_name(t): t for t in memory.tools_for()}
+        for _report, version, suite in saved_suites(home, kinds=("skill", "tool_restraint")):
+            if suite["kind"] == "skill":
+                row = skills.setdefault(suite["name"], {"right_calls": 0, **dict.fromkeys(RULES, 0), "examples": []})
+                tools = {tool_name(t): t for t in memory.tools_for(suite["name"])}
                 for c in suite["cases"]:
-                    calls = calls_in(c.get("answer", ""))
-                    user = [{"role": "user", "content": c["request"]}]
-                    # wrong calls the present rule serves (reports older than it hold some it withholds)
-                    if c["correct"] or not calls or ungrounded(c["answer"], user):
-                        continue
-                    restraint["wrong_calls"] += 1
-                    hit = {r: invents_required(calls, every_tool, c["request"], r == "strict_free_text") for r in RULES}
-                    for r in RULES:
-                        restraint[r] += hit[r]
-                    if any(hit.values()):
-                        restraint["examples"].append({"home": home.name, "version": version,
-                                                      "request": c["request"], "calls": calls, **hit})
-        finally:
-            memory.close()
+                    if c["correct"] and c.get("calls"):
+                        row["right_calls"] += 1
+                        tally(row, [(x["name"], x["arguments"]) for x in c["calls"]], tools, c["request"],
+                              {"version": version, "calls": c["calls"]})
+                continue
+            for c in suite["cases"]:
+                calls = calls_in(c.get("answer", ""))
+                user = [{"role": "user", "content": c["request"]}]
+                # wrong calls the present rule serves (reports older than it hold some it withholds)
+                if c["correct"] or not calls or ungrounded(c["answer"], user):
+                    continue
+                restraint["wrong_calls"] += 1
+                tally(restraint, calls, every_tool, c["request"], {"home": home.name, "version": version, "calls": calls})
     print(f"{'right calls withheld':36} {'of':>5} {'strict':>7} {'free text only':>15}")
     for name, row in skills.items():
         print(f"{name[:36]:36} {row['right_calls']:5} {row['strict']:7} {row['strict_free_text']:15}")
